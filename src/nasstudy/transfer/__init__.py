@@ -1,0 +1,1 @@
+"""Transfer of the nasstudy pipeline."""
