@@ -1,0 +1,56 @@
+# Config validation, path helpers and the params each stage receives.
+import sys
+
+from nasstudy import config as nasconfig
+from nasstudy import pipeline
+
+try:
+    config.update(nasconfig.validate(dict(config)))
+except nasconfig.ParamsError as err:
+    print(f"params error: {err}", file=sys.stderr)
+    sys.exit(1)
+
+STUDY = config["study"]
+RES = f"results/{STUDY}"
+LOGS = f"logs/{STUDY}"
+GENS = config["evolution"]["generations"]
+SPACES = config["search"]["spaces"]
+METHODS = config["search"]["methods"]
+TASKS = config["transfer"]["tasks"]
+RUNNER = "../workflow/scripts/run_stage.py"
+
+
+wildcard_constraints:
+    space="[a-z0-9_]+",
+    method="[a-z0-9_]+",
+    task="[a-z0-9_]+",
+    gen="[0-9]+",
+
+
+def stage_params(*sections, **extra):
+    """The params a stage sees: seed, device, threads and only the sections it depends on."""
+    return pipeline.stage_params(config, *sections, **extra)
+
+
+def code_hash(*paths):
+    """Changes when the stage's code changes, so Snakemake reruns it (modules are not tracked otherwise)."""
+    return pipeline.code_hash(*paths)
+
+
+def space_state_for(space):
+    """The space state a search space starts from: gen0 for `initial`, the last generation otherwise."""
+    if space == "initial":
+        return f"{RES}/space/gen0/space_state.json"
+    return f"{RES}/space/{space}/gen{GENS}/space_state.json"
+
+
+onstart:
+    pipeline.on_start(config)
+
+
+onsuccess:
+    pipeline.on_finish(config, success=True)
+
+
+onerror:
+    pipeline.on_finish(config, success=False)

@@ -1,0 +1,36 @@
+def each(pattern, **extra):
+    return expand(pattern, space=SPACES, method=METHODS, **extra)
+
+
+rule report:
+    input:
+        random_archs=expand(f"{RES}/supernet/{{space}}/random_archs.csv", space=SPACES),
+        fronts=expand(
+            f"{RES}/space/{{m}}/gen{{g}}/front.csv", m=config["evolution"]["methods"], g=range(1, GENS + 1)
+        ),
+        op_stats=expand(
+            f"{RES}/space/{{m}}/gen{{g}}/op_stats.csv", m=config["evolution"]["methods"], g=range(1, GENS + 1)
+        ),
+        search_best=each(f"{RES}/search/{{space}}/{{method}}/best.json"),
+        search_history=each(f"{RES}/search/{{space}}/{{method}}/history.csv"),
+        retrain_metrics=each(f"{RES}/retrain/{{space}}/{{method}}/metrics.json"),
+        retrain_timing=each(f"{RES}/retrain/{{space}}/{{method}}/timing.json"),
+        transfer_metrics=each(f"{RES}/transfer/{{task}}/{{space}}/{{method}}/metrics.json", task=TASKS),
+    output:
+        summary_csv=report(f"{RES}/report/summary.csv", caption="../workflow/report/summary.rst", category="Summary"),
+        summary_md=f"{RES}/report/summary.md",
+        report_json=f"{RES}/report/report.json",
+        pareto_plot=report(f"{RES}/report/pareto.png", caption="../workflow/report/pareto.rst", category="Search"),
+        search_plot=report(f"{RES}/report/search.png", caption="../workflow/report/search.rst", category="Search"),
+        ops_plot=report(f"{RES}/report/ops.png", caption="../workflow/report/ops.rst", category="Space evolution"),
+        correlation_plot=report(
+            f"{RES}/report/correlation.png", caption="../workflow/report/correlation.rst", category="Retrain"
+        ),
+    params:
+        cfg=stage_params(),
+        code=code_hash("stages/report.py"),
+    log:
+        f"{LOGS}/report.log",
+    threads: 1
+    script:
+        RUNNER

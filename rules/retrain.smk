@@ -1,0 +1,19 @@
+rule retrain:
+    input:
+        cls_train=f"{RES}/data/cls_train.npz",
+        cls_val=f"{RES}/data/cls_val.npz",
+        cls_test=f"{RES}/data/cls_test.npz",
+        best=f"{RES}/search/{{space}}/{{method}}/best.json",
+    output:
+        model=f"{RES}/retrain/{{space}}/{{method}}/model.pt",
+        metrics=f"{RES}/retrain/{{space}}/{{method}}/metrics.json",
+        timing=f"{RES}/retrain/{{space}}/{{method}}/timing.json",
+        curve=f"{RES}/retrain/{{space}}/{{method}}/curve.csv",
+    params:
+        cfg=stage_params("space", "retrain"),
+        code=code_hash("stages/retrain.py", "spaces", "training.py"),
+    log:
+        f"{LOGS}/retrain/{{space}}/{{method}}.log",
+    threads: config["threads"]
+    script:
+        RUNNER

@@ -1,0 +1,22 @@
+rule search:
+    input:
+        cls_train=f"{RES}/data/cls_train.npz",
+        cls_val=f"{RES}/data/cls_val.npz",
+        supernet=f"{RES}/supernet/{{space}}/supernet.pt",
+    output:
+        history=f"{RES}/search/{{space}}/{{method}}/history.csv",
+        best=f"{RES}/search/{{space}}/{{method}}/best.json",
+        state=f"{RES}/search/{{space}}/{{method}}/state.json",
+        metrics=f"{RES}/search/{{space}}/{{method}}/metrics.json",
+    params:
+        cfg=lambda w: stage_params(
+            "space",
+            supernet={k: config["supernet"][k] for k in ("bn_recal_batches", "batch_size")},
+            search={"budget": config["search"]["budget"], w.method: config["search"][w.method]},
+        ),
+        code=code_hash("stages/search.py", "methods", "evaluators.py", "spaces", "training.py"),
+    log:
+        f"{LOGS}/search/{{space}}/{{method}}.log",
+    threads: config["threads"]
+    script:
+        RUNNER

@@ -1,0 +1,16 @@
+rule transfer:
+    input:
+        scenes_train=f"{RES}/data/scenes_train.npz",
+        scenes_val=f"{RES}/data/scenes_val.npz",
+        model=f"{RES}/retrain/{{space}}/{{method}}/model.pt",
+    output:
+        metrics=f"{RES}/transfer/{{task}}/{{space}}/{{method}}/metrics.json",
+        timing=f"{RES}/transfer/{{task}}/{{space}}/{{method}}/timing.json",
+    params:
+        cfg=lambda w: stage_params("space", transfer={w.task: config["transfer"][w.task]}),
+        code=code_hash("stages/transfer.py", "transfer", "spaces", "training.py"),
+    log:
+        f"{LOGS}/transfer/{{task}}/{{space}}/{{method}}.log",
+    threads: config["threads"]
+    script:
+        RUNNER

@@ -1,0 +1,17 @@
+rule warmup_supernet:
+    input:
+        cls_train=f"{RES}/data/cls_train.npz",
+        cls_val=f"{RES}/data/cls_val.npz",
+        space_state=lambda w: space_state_for(w.space),
+    output:
+        supernet=f"{RES}/supernet/{{space}}/supernet.pt",
+        metrics=f"{RES}/supernet/{{space}}/metrics.json",
+        random_archs=f"{RES}/supernet/{{space}}/random_archs.csv",
+    params:
+        cfg=stage_params("space", "supernet"),
+        code=code_hash("stages/warmup_supernet.py", "spaces", "training.py"),
+    log:
+        f"{LOGS}/warmup_supernet/{{space}}.log",
+    threads: config["threads"]
+    script:
+        RUNNER

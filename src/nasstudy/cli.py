@@ -1,0 +1,139 @@
+"""The `nasstudy` command: run or inspect a study without learning Snakemake's flags.
+
+Everything it does is plain Snakemake underneath (printed with --verbose); `snakemake --cores all`
+in the project folder runs the same DAG.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from nasstudy.config import DEFAULT_PARAMS, PROJECT_ROOT, ParamsError, load_params
+
+EPILOG = """examples:
+  nasstudy run                              the default study (params/default.yaml), all cores
+  nasstudy run --params params/my.yaml      another study; its keys overlay params/default.yaml
+  nasstudy run --until search               stop after the search jobs
+  nasstudy run --dry-run                    list the jobs that would run, run nothing
+  nasstudy run -- --forcerun retrain        pass anything after -- to snakemake
+  nasstudy status                           what is done, what is pending, where the report is
+"""
+
+
+def snakemake_command(params: Path | None, cores: str, extra: list[str]) -> list[str]:
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(PROJECT_ROOT / "Snakefile"), "--cores", cores]
+    if params is not None and params.resolve() != DEFAULT_PARAMS.resolve():
+        cmd += ["--configfile", str(params)]
+    return cmd + extra
+
+
+def check_params(path: Path | None) -> dict:
+    """Validate before Snakemake starts: one line on stderr and exit code 2 on a bad file."""
+    try:
+        return load_params(path)
+    except ParamsError as e:
+        print(f"params error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    params = Path(args.params) if args.params else None
+    cfg = check_params(params)
+    extra = list(args.snakemake_args)
+    if args.until:
+        extra += ["--until", *args.until]
+    if args.dry_run:
+        extra += ["--dry-run"]
+    if args.profile:
+        profile = PROJECT_ROOT / "workflow" / "profiles" / args.profile
+        extra += ["--workflow-profile", str(profile if profile.is_dir() else args.profile)]
+    cmd = snakemake_command(params, str(args.cores), extra)
+    env = dict(os.environ)
+    if args.no_dvc:
+        env["NASSTUDY_NO_DVC"] = "1"
+    if args.verbose:
+        print("+", " ".join(cmd), file=sys.stderr)
+    print(
+        f"nasstudy: study '{cfg['study']}' -> results/{cfg['study']}/ (logs in logs/{cfg['study']}/)", file=sys.stderr
+    )
+    return subprocess.call(cmd, env=env)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    params = Path(args.params) if args.params else None
+    cfg = check_params(params)
+    study = cfg["study"]
+    print(f"study:   {study}")
+    print(f"results: results/{study}/")
+    cmd = snakemake_command(params, "1", ["--dry-run", "--quiet", "rules"])
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0:
+        print(out.stderr.strip(), file=sys.stderr)
+        return out.returncode
+    text = (out.stdout + out.stderr).strip()
+    if "Nothing to be done" in text or "job" not in text:
+        print("jobs:    all done, nothing to run")
+    else:
+        lines = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith(("Building", "Assuming"))]
+        print("jobs pending (rule, count):")
+        for ln in lines:
+            if ln.split()[0] not in ("job", "---------------", "Job", "This", "total"):
+                print("   ", ln)
+    report = Path(f"results/{study}/report/summary.md")
+    print(f"report:  {report if report.is_file() else '(not yet made)'}")
+    if Path(".dvc").is_dir():
+        dvc = Path(sys.executable).with_name("dvc")
+        res = subprocess.run([str(dvc) if dvc.exists() else "dvc", "status", "--quiet"], capture_output=True)
+        print(
+            f"dvc:     {'dvc.lock matches the files' if res.returncode == 0 else 'changed since dvc.lock (dvc status)'}"
+        )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nasstudy",
+        description="Rerun a whole neural-architecture-search study with one command (Snakemake + DVC + MLflow).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser(
+        "run",
+        help="run the study (only what is missing or out of date)",
+        description="Validate the params, then run every job that is missing or out of date. Finished jobs "
+        "are reused; after success the phases are recorded in dvc.lock and every job is in MLflow.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument("--params", metavar="FILE", help="params file (default: params/default.yaml)")
+    run.add_argument("--cores", default="all", help="CPU cores for parallel jobs (default: all)")
+    run.add_argument("--until", nargs="+", metavar="RULE", help="run only up to these rules (e.g. search)")
+    run.add_argument("-n", "--dry-run", action="store_true", help="show what would run, run nothing")
+    run.add_argument("--profile", help="workflow profile: a folder in workflow/profiles/ or a path")
+    run.add_argument("--no-dvc", action="store_true", help="do not update dvc.lock after the run")
+    run.add_argument("-v", "--verbose", action="store_true", help="print the snakemake command line")
+    run.add_argument("snakemake_args", nargs="*", help="after --: passed to snakemake as they are")
+    run.set_defaults(func=cmd_run)
+    status = sub.add_parser(
+        "status",
+        help="what is done and what is pending",
+        description="Show which jobs would run (a Snakemake dry run), the report's path and whether "
+        "dvc.lock matches the files.",
+    )
+    status.add_argument("--params", metavar="FILE", help="params file (default: params/default.yaml)")
+    status.set_defaults(func=cmd_status)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

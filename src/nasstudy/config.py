@@ -1,0 +1,168 @@
+"""Load and validate study params: one clear line per mistake, before any job starts.
+
+The JSON Schema in workflow/schemas/params.schema.yaml is the single description of every key;
+this module turns its verdicts into messages that name the key, the bad value and what is
+allowed, fills the schema's defaults, and adds the few checks a schema cannot express.
+"""
+
+from __future__ import annotations
+
+import copy
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+SCHEMA_PATH = PROJECT_ROOT / "workflow" / "schemas" / "params.schema.yaml"
+DEFAULT_PARAMS = PROJECT_ROOT / "params" / "default.yaml"
+
+
+class ParamsError(ValueError):
+    """A bad params file; the message is one line meant for a person."""
+
+
+@cache
+def schema() -> dict:
+    with open(SCHEMA_PATH) as f:
+        return yaml.safe_load(f)
+
+
+def read_yaml(path: str | Path) -> dict:
+    """Safe-load a params file; a missing, unreadable or non-mapping file is a ParamsError."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"params file {path} does not exist")
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise ParamsError(f"params file {path} is not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ParamsError(f"params file {path} must hold a mapping of keys, found {type(data).__name__}")
+    return data
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    """Snakemake's rule for several config files: mappings merge key by key, anything else replaces."""
+    out = copy.deepcopy(base)
+    for k, v in override.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def load_params(path: str | Path | None = None) -> dict:
+    """params/default.yaml overlaid with `path` (as `snakemake --configfile` does), validated."""
+    cfg = read_yaml(DEFAULT_PARAMS)
+    if path is not None and Path(path).resolve() != DEFAULT_PARAMS.resolve():
+        cfg = deep_merge(cfg, read_yaml(path))
+    return validate(cfg)
+
+
+def validate(cfg: dict) -> dict:
+    """Return `cfg` with the schema's defaults filled in, or raise ParamsError naming the first problem."""
+    validator = Draft202012Validator(schema())
+    errors = sorted(validator.iter_errors(cfg), key=lambda e: (list(map(str, e.absolute_path)), e.validator))
+    if errors:
+        more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
+        raise ParamsError(describe(errors[0]) + more)
+    cfg = fill_defaults(copy.deepcopy(cfg), schema())
+    check_consistency(cfg)
+    return cfg
+
+
+def key_name(path: Any) -> str:
+    """`search.methods[2]` from a jsonschema path."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def describe(e: ValidationError) -> str:
+    """One line: the key, the bad value, what is allowed."""
+    key, value, v = key_name(e.absolute_path), e.instance, e.validator_value
+    if e.validator == "additionalProperties":
+        allowed = sorted(e.schema.get("properties", {}))
+        unknown = sorted(set(value) - set(allowed))
+        where = f"{key}." if e.absolute_path else ""
+        return f"unknown key '{where}{unknown[0]}'; allowed keys here: {', '.join(allowed)}"
+    if e.validator == "enum":
+        return f"{key} = {value!r} is not allowed; allowed: {', '.join(map(str, v))}"
+    if e.validator == "type":
+        types = " or ".join(v) if isinstance(v, list) else v
+        return f"{key} = {value!r} has the wrong type: expected {types}, got {type(value).__name__}"
+    if e.validator in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
+        word = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}[e.validator]
+        return f"{key} = {value!r} is out of range: must be {word} {v}"
+    if e.validator == "required":
+        missing = [k for k in v if k not in value]
+        return f"missing key '{(key + '.') if e.absolute_path else ''}{missing[0]}'"
+    if e.validator == "pattern":
+        return f"{key} = {value!r} is not allowed: must match {v}"
+    if e.validator in ("minItems", "maxItems"):
+        word = "at least" if e.validator == "minItems" else "at most"
+        return f"{key} = {value!r} must have {word} {v} item{'s' if v != 1 else ''}"
+    if e.validator == "uniqueItems":
+        return f"{key} = {value!r} has repeated items; each may appear once"
+    return f"{key} = {value!r}: {e.message}"
+
+
+def fill_defaults(cfg: Any, sch: dict) -> Any:
+    """Fill `default`s from the schema into mappings, recursively (what snakemake's validate does)."""
+    if not isinstance(cfg, dict):
+        return cfg
+    props = dict(sch.get("properties", {}))
+    for sub in sch.get("allOf", []):
+        ref = sub.get("$ref", "")
+        if ref.startswith("#/definitions/"):
+            for k, s in schema()["definitions"][ref.split("/")[-1]].get("properties", {}).items():
+                props.setdefault(k, s)
+    for k, s in props.items():
+        if k not in cfg and "default" in s:
+            cfg[k] = copy.deepcopy(s["default"])
+        if k in cfg:
+            cfg[k] = fill_defaults(cfg[k], s)
+    return cfg
+
+
+def check_consistency(cfg: dict) -> None:
+    """What one key alone cannot say: keys that must agree with each other, folders that must exist."""
+    data = cfg["data"]
+    if data["source"] != "synthetic":
+        root = data.get("root")
+        if not root:
+            raise ParamsError(f"data.root is missing: data.source = {data['source']!r} needs a local data folder")
+        if not Path(root).is_dir():
+            raise ParamsError(f"data.root = {root!r} is not an existing folder (data.source = {data['source']!r})")
+    space = cfg["space"]
+    if "pool" not in space or "stages" not in space:
+        raise ParamsError("space.pool and space.stages are required")
+    if space["k"] > len(space["pool"]):
+        raise ParamsError(f"space.k = {space['k']} is larger than the op pool ({len(space['pool'])} ops)")
+    rea = cfg["search"]["rea"]
+    if rea["tournament"] > rea["population"]:
+        raise ParamsError(
+            f"search.rea.tournament = {rea['tournament']} is larger than search.rea.population = {rea['population']}"
+        )
+    for space_name in cfg["search"]["spaces"]:
+        if space_name != "initial" and space_name not in cfg["evolution"]["methods"]:
+            raise ParamsError(
+                f"search.spaces has {space_name!r} but evolution.methods = {cfg['evolution']['methods']!r} "
+                f"does not evolve it; add it there or remove it from search.spaces"
+            )
+    det = cfg["transfer"]["detection"]
+    if det["min_size"] > det["max_size"]:
+        raise ParamsError(
+            f"transfer.detection.min_size = {det['min_size']} is larger than max_size = {det['max_size']}"
+        )

@@ -1,0 +1,219 @@
+"""MLflow for the study: one parent run per study, one child run per executed Snakemake job.
+
+Per DESIGN.md §4: default store `sqlite:///mlflow.db` in the project folder, `MLFLOW_TRACKING_URI`
+or params `tracking.uri` point elsewhere. The parent run is created serially in Snakemake's
+`onstart` (parallel first use of SQLite races); jobs find it by its tags. A job buffers its
+metrics and logs them in batches at the end, so parallel jobs hold the SQLite lock briefly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from nasstudy.config import PROJECT_ROOT
+from nasstudy.utils import file_md5
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+STUDY_TAG = "nasstudy.study"
+ROLE_TAG = "nasstudy.role"
+T = TypeVar("T")
+
+
+def tracking_uri(config: dict, workdir: Path | None = None) -> str:
+    """params `tracking.uri`, else $MLFLOW_TRACKING_URI, else sqlite:///<workdir>/mlflow.db."""
+    uri = (config.get("tracking") or {}).get("uri") or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    return f"sqlite:///{Path(workdir or os.getcwd()).resolve() / 'mlflow.db'}"
+
+
+def client_for(config: dict):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri(config))
+
+
+def retry(fn: Callable[[], T], attempts: int = 8) -> T:
+    """SQLite answers 'database is locked' while another job writes: wait and try again."""
+    for i in range(attempts):
+        try:
+            return fn()
+        except Exception as e:  # noqa: BLE001 - MLflow wraps SQLAlchemy errors in several types
+            if "locked" not in str(e).lower() or i == attempts - 1:
+                raise
+            time.sleep(0.2 * 2**i)
+    raise AssertionError("unreachable")
+
+
+def experiment_id(client, name: str) -> str:
+    exp = retry(lambda: client.get_experiment_by_name(name))
+    if exp is not None:
+        return exp.experiment_id
+    return retry(lambda: client.create_experiment(name))
+
+
+def find_study_run(client, exp_id: str, study: str):
+    runs = retry(
+        lambda: client.search_runs(
+            [exp_id],
+            filter_string=f"tags.`{ROLE_TAG}` = 'study' and tags.`{STUDY_TAG}` = '{study}'",
+            max_results=1,
+        )
+    )
+    return runs[0] if runs else None
+
+
+def ensure_study_run(config: dict) -> str:
+    """The parent run of `config['study']`, created on first use; marked RUNNING while jobs run."""
+    client = client_for(config)
+    exp_id = experiment_id(client, config["tracking"]["experiment"])
+    run = find_study_run(client, exp_id, config["study"])
+    if run is None:
+        tags = {STUDY_TAG: config["study"], ROLE_TAG: "study", "mlflow.runName": f"study:{config['study']}"}
+        run = retry(lambda: client.create_run(exp_id, tags=tags, run_name=f"study:{config['study']}"))
+        log_params(client, run.info.run_id, flatten(config))
+    else:
+        retry(lambda: client.update_run(run.info.run_id, status="RUNNING"))
+    return run.info.run_id
+
+
+def finish_study_run(config: dict, success: bool) -> None:
+    client = client_for(config)
+    exp = retry(lambda: client.get_experiment_by_name(config["tracking"]["experiment"]))
+    run = exp and find_study_run(client, exp.experiment_id, config["study"])
+    if run:
+        retry(lambda: client.set_terminated(run.info.run_id, "FINISHED" if success else "FAILED"))
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    """{'search': {'budget': 60}} -> {'search.budget': 60}."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def log_params(client, run_id: str, params: dict[str, Any]) -> None:
+    from mlflow.entities import Param
+
+    items = [Param(k, json.dumps(v) if not isinstance(v, str) else v) for k, v in sorted(params.items())]
+    for i in range(0, len(items), 100):
+        retry(lambda chunk=items[i : i + 100]: client.log_batch(run_id, params=chunk))
+
+
+def set_tags(client, run_id: str, tags: dict[str, str]) -> None:
+    from mlflow.entities import RunTag
+
+    items = [RunTag(k, str(v)[:5000]) for k, v in sorted(tags.items())]
+    for i in range(0, len(items), 100):
+        retry(lambda chunk=items[i : i + 100]: client.log_batch(run_id, tags=chunk))
+
+
+def git_state(root: Path = PROJECT_ROOT) -> dict[str, str]:
+    """The code version: commit and whether the tree had uncommitted changes."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True
+        ).stdout.strip()
+        return {"git.commit": commit, "git.dirty": str(bool(dirty)).lower()}
+    except (OSError, subprocess.CalledProcessError):
+        return {"git.commit": "unknown", "git.dirty": "unknown"}
+
+
+def file_tags(kind: str, files: dict[str, list[Path]]) -> dict[str, str]:
+    """One tag per file: `input.cls_train` -> 'results/.../cls_train.npz md5'."""
+    tags = {}
+    for name, paths in files.items():
+        for i, p in enumerate(paths):
+            key = f"{kind}.{name}" + (f".{i}" if len(paths) > 1 else "")
+            tags[key] = f"{p} {file_md5(p) if Path(p).is_file() else 'missing'}"
+    return tags
+
+
+class MlflowTracker:
+    """A Tracker that buffers metrics and writes them in batches to one MLflow run."""
+
+    def __init__(self, client, run_id: str) -> None:
+        self.client, self.run_id = client, run_id
+        self.params: dict[str, Any] = {}
+        self.metrics: list = []
+        self.artifacts: list[Path] = []
+
+    def log_params(self, params: dict) -> None:
+        self.params.update(flatten(params))
+
+    def log_metric(self, key: str, value: float, step: int | None = None) -> None:
+        from mlflow.entities import Metric
+
+        self.metrics.append(Metric(key, float(value), int(time.time() * 1000), int(step or 0)))
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        for k, v in metrics.items():
+            self.log_metric(k, v, step)
+
+    def log_artifact(self, path: str | Path) -> None:
+        self.artifacts.append(Path(path))
+
+    def flush(self) -> None:
+        if self.params:
+            log_params(self.client, self.run_id, self.params)
+            self.params = {}
+        for i in range(0, len(self.metrics), 1000):
+            retry(lambda chunk=self.metrics[i : i + 1000]: self.client.log_batch(self.run_id, metrics=chunk))
+        self.metrics = []
+        for p in self.artifacts:
+            if p.is_file():
+                retry(lambda p=p: self.client.log_artifact(self.run_id, str(p)))
+        self.artifacts = []
+
+
+def start_job_run(
+    config: dict, rule: str, wildcards: dict[str, str], params: dict, inputs: dict[str, list[Path]]
+) -> MlflowTracker:
+    """A child run `rule[wildcards]` under the study's parent run, tagged with what identifies the job."""
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+    client = client_for(config)
+    exp_id = experiment_id(client, config["tracking"]["experiment"])
+    parent = find_study_run(client, exp_id, config["study"])
+    wc = ",".join(f"{k}={v}" for k, v in wildcards.items())
+    name = f"{rule}[{wc}]" if wc else rule
+    params_json = json.dumps(params, sort_keys=True, default=str)
+    tags = {
+        STUDY_TAG: config["study"],
+        ROLE_TAG: "job",
+        "nasstudy.rule": rule,
+        "nasstudy.wildcards": json.dumps(wildcards, sort_keys=True),
+        "nasstudy.params_hash": hashlib.sha256(params_json.encode()).hexdigest()[:16],
+        **git_state(),
+        **file_tags("input", inputs),
+    }
+    if parent is not None:
+        tags[MLFLOW_PARENT_RUN_ID] = parent.info.run_id
+    run = retry(lambda: client.create_run(exp_id, tags=tags, run_name=name))
+    tracker = MlflowTracker(client, run.info.run_id)
+    tracker.log_params(params)
+    return tracker
+
+
+def end_job_run(tracker: MlflowTracker, outputs: dict[str, list[Path]], success: bool) -> None:
+    tracker.flush()
+    if success:
+        set_tags(tracker.client, tracker.run_id, file_tags("output", outputs))
+    retry(lambda: tracker.client.set_terminated(tracker.run_id, "FINISHED" if success else "FAILED"))

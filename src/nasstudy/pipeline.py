@@ -1,0 +1,93 @@
+"""What the Snakefile needs beside its rules: the params a stage sees, code hashes for staleness,
+and the hooks that open the study's MLflow parent run and record finished work in DVC."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from nasstudy.config import PROJECT_ROOT
+
+PACKAGE_ROOT = Path(__file__).resolve().parent
+COMMON_CODE = ("utils.py", "tracking.py")
+
+
+def stage_params(config: dict, *sections: str, **extra: object) -> dict:
+    """Seed, study, device and threads plus only the named sections, so that an unrelated change
+    to the params does not rerun the stage. `space` also gets the data's image size and classes."""
+    params = {k: config[k] for k in ("seed", "study", "device", "threads")}
+    for name in sections:
+        params[name] = copy.deepcopy(config[name])
+    params.update(copy.deepcopy(extra))
+    if "space" in params:
+        params["space"]["image_size"] = config["data"]["image_size"]
+        params["space"]["num_classes"] = config["data"]["num_classes"]
+    return params
+
+
+def code_hash(*paths: str) -> str:
+    """A short hash of the package files under `paths` (files or folders, relative to src/nasstudy)."""
+    h = hashlib.sha256()
+    for rel in (*COMMON_CODE, *paths):
+        target = PACKAGE_ROOT / rel
+        files = sorted(target.rglob("*.py")) if target.is_dir() else [target]
+        for f in files:
+            if f.is_file():
+                h.update(str(f.relative_to(PACKAGE_ROOT)).encode())
+                h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def on_start(config: dict) -> None:
+    """Open (or find) the study's MLflow parent run once, serially, before any job starts."""
+    from nasstudy import mlflow_tracking
+
+    mlflow_tracking.ensure_study_run(config)
+
+
+def on_finish(config: dict, success: bool) -> None:
+    """Close the parent run; after a successful run record every finished phase in dvc.lock."""
+    from nasstudy import mlflow_tracking
+
+    mlflow_tracking.finish_study_run(config, success)
+    if success:
+        dvc_commit(config)
+
+
+def dvc_stages_for(study: str, workdir: Path) -> list[str]:
+    """The dvc.yaml stages whose outputs belong to `study` and all exist (those can be committed)."""
+    dvc_yaml = workdir / "dvc.yaml"
+    if not dvc_yaml.is_file():
+        return []
+    stages = (yaml.safe_load(dvc_yaml.read_text()) or {}).get("stages", {})
+    names = []
+    for name, stage in stages.items():
+        outs = [next(iter(o)) if isinstance(o, dict) else o for o in stage.get("outs", [])]
+        if outs and all(o.startswith(f"results/{study}/") and (workdir / o).exists() for o in outs):
+            names.append(name)
+    return names
+
+
+def dvc_commit(config: dict, workdir: Path | None = None) -> None:
+    """`dvc commit` the finished phases so that dvc.lock holds their hashes and `dvc status` is clean.
+    Skipped inside `dvc repro` (which records by itself) and where the folder is no DVC repo."""
+    workdir = Path(workdir or os.getcwd())
+    if os.environ.get("NASSTUDY_NO_DVC") or not (workdir / ".dvc").is_dir():
+        return
+    names = dvc_stages_for(config["study"], workdir)
+    if not names:
+        return
+    dvc = Path(sys.executable).with_name("dvc")
+    cmd = [str(dvc) if dvc.exists() else "dvc", "commit", "--force", "--quiet", *names]
+    result = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
+    if result.returncode != 0:
+        print(f"warning: dvc commit failed: {result.stderr.strip() or result.stdout.strip()}", file=sys.stderr)
+
+
+__all__ = ["PROJECT_ROOT", "stage_params", "code_hash", "on_start", "on_finish", "dvc_commit"]

@@ -1,0 +1,132 @@
+"""Stage `search`: one search method in one space, scored by the space's warmed-up supernet.
+
+Asks and tells in batches; after every batch the method's state goes to `state.json`, so a crashed
+job started again with the same inputs and knobs continues where it stopped (the supernet scores
+an arch the same way every time, so a resumed search ends exactly as an uninterrupted one).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from nasstudy.evaluators import Evaluator, SupernetEvaluator
+from nasstudy.methods import SearchMethod, make_method
+from nasstudy.spaces.mobile import MobileSpace
+from nasstudy.tracking import Tracker
+from nasstudy.utils import atomic_write_bytes, file_md5, make_rng, read_json, seed_torch, write_json
+
+STAGE = "search"
+BATCH = 10  # archs per ask/tell round, and how often state.json is written
+HISTORY_COLUMNS = ["query", "arch", "acc", "loss", "flops", "params", "best_acc"]
+
+
+def run(
+    inputs: dict[str, Path], outputs: dict[str, Path], params: dict, wildcards: dict[str, str], tracker: Tracker
+) -> None:
+    space_name, method_name = wildcards["space"], wildcards["method"]
+    seed_torch(params["seed"], STAGE, space_name, method_name, threads=params["threads"])
+    rng = make_rng(params["seed"], STAGE, space_name, method_name)
+    budget = int(params["search"]["budget"])
+    if budget < 1:
+        raise ValueError(f"search.budget must be at least 1 query, got {budget}")
+    knobs = params["search"].get(method_name) or {}
+
+    evaluator = SupernetEvaluator(
+        inputs["supernet"],
+        inputs["cls_train"],
+        inputs["cls_val"],
+        bn_recal_batches=params["supernet"]["bn_recal_batches"],
+        batch_size=params["supernet"]["batch_size"],
+        device=params["device"],
+    )
+    space = evaluator.space
+    method = make_method(method_name, space, knobs, rng)
+    run_key = {
+        "space": space_name,
+        "method": method_name,
+        "seed": params["seed"],
+        "supernet_md5": file_md5(inputs["supernet"]),
+        "cls_train_md5": file_md5(inputs["cls_train"]),
+        "cls_val_md5": file_md5(inputs["cls_val"]),
+        "scoring": {k: params["supernet"][k] for k in ("bn_recal_batches", "batch_size")},
+    }
+    resumed = resume(outputs["state"], run_key, method, evaluator, budget)
+    if resumed:
+        print(f"[search] resuming {space_name}/{method_name} after {resumed} queries", file=sys.stderr)
+    for q, best_acc in enumerate(best_so_far(method), start=1):  # this run's curve is complete too
+        tracker.log_metric("best_acc", best_acc, step=q)
+
+    with tqdm(
+        total=budget, initial=resumed, desc=f"search {space_name}/{method_name}", file=sys.stderr, mininterval=5
+    ) as bar:
+        while len(method.history) < budget:
+            archs = method.ask(min(BATCH, budget - len(method.history)))
+            method.tell(archs, [evaluator.evaluate(a) for a in archs])
+            curve = best_so_far(method)
+            for q in range(len(curve) - len(archs), len(curve)):
+                tracker.log_metric("best_acc", curve[q], step=q + 1)
+            write_json(outputs["state"], {"run": run_key, "method": method.state_dict()})
+            bar.update(len(archs))
+
+    write_outputs(outputs, method, space, space_name, method_name)
+    tracker.log_artifact(outputs["best"])
+
+
+def resume(path: Path, run_key: dict, method: SearchMethod, evaluator: Evaluator, budget: int) -> int:
+    """Load `path` into `method` if it is a state of this very run (same inputs, seed and knobs)
+    that fits in the budget; return the number of queries taken over (0: start afresh)."""
+    try:
+        state = read_json(path)
+        if state["run"] != run_key or len(state["method"]["history"]) > budget:
+            return 0
+        method.load_state_dict(state["method"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0  # missing, half-written by hand, or from other knobs: start afresh
+    for arch, metrics in method.history:
+        evaluator.remember(arch, metrics)
+    return len(method.history)
+
+
+def best_so_far(method: SearchMethod) -> list[float]:
+    """The best acc after each query."""
+    curve, best = [], float("-inf")
+    for _, metrics in method.history:
+        best = max(best, float(metrics["acc"]))
+        curve.append(best)
+    return curve
+
+
+def write_outputs(
+    outputs: dict[str, Path], method: SearchMethod, space: MobileSpace, space_name: str, method_name: str
+) -> None:
+    """history.csv, best.json and metrics.json, all derived from the method's history."""
+    curve = best_so_far(method)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(HISTORY_COLUMNS)
+    for q, ((arch, m), best_acc) in enumerate(zip(method.history, curve), start=1):
+        writer.writerow([q, space.to_string(arch), m["acc"], m["loss"], m["flops"], m["params"], best_acc])
+    atomic_write_bytes(outputs["history"], buf.getvalue().encode())
+
+    arch, m = method.best()
+    queries, to_best = len(method.history), method.best_index() + 1
+    write_json(
+        outputs["best"],
+        {
+            "arch": space.to_string(arch),
+            "ops": [list(o) for o in space.ops(arch)],
+            "supernet_acc": m["acc"],
+            "flops": m["flops"],
+            "params": m["params"],
+            "queries": queries,
+            "queries_to_best": to_best,
+            "space": space_name,
+            "method": method_name,
+        },
+    )
+    write_json(outputs["metrics"], {"best_acc": m["acc"], "queries": queries, "queries_to_best": to_best})

@@ -1,0 +1,227 @@
+"""Training helpers shared by the supernet, evolution, search and retrain stages.
+
+Datasets are small, so a split is loaded once into normalised float tensors and batches are cut by
+indexing; augmentation runs on whole batches. All randomness comes from a torch.Generator seeded from
+the study seed, so a run on CPU with a fixed thread count is repeatable bit for bit.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from nasstudy.utils import atomic_write_bytes, derive_seed
+
+# Fixed, data-independent normalisation: every split and every task sees the same inputs.
+MEAN = 0.5
+STD = 0.25
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' picks CUDA when present; 'cuda' without a GPU is an error rather than a silent CPU run."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' requested but CUDA is not available")
+    if name not in ("cpu", "cuda"):
+        raise ValueError(f"unknown device {name!r}: expected auto, cpu or cuda")
+    return torch.device(name)
+
+
+def make_generator(seed: int, *names: object) -> torch.Generator:
+    """A CPU torch.Generator seeded from the study seed and names (batch order, augmentation)."""
+    g = torch.Generator()
+    g.manual_seed(derive_seed(seed, *names))
+    return g
+
+
+@dataclass
+class ClsData:
+    """A classification split in memory: images (N,3,H,W) float normalised, labels (N,) int64."""
+
+    images: Tensor
+    labels: Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def load_cls(path: str | Path, device: torch.device | str = "cpu", channels_last: bool = False) -> ClsData:
+    """Load an npz with `images` (N,H,W,3 uint8) and `labels` into normalised tensors on `device`."""
+    with np.load(path) as d:
+        images = torch.from_numpy(np.ascontiguousarray(d["images"]))
+        labels = torch.from_numpy(d["labels"].astype(np.int64))
+    x = images.permute(0, 3, 1, 2).float().div_(255.0).sub_(MEAN).div_(STD)
+    x = x.contiguous(memory_format=torch.channels_last) if channels_last else x.contiguous()
+    return ClsData(x.to(device), labels.to(device))
+
+
+def augment_batch(x: Tensor, generator: torch.Generator, pad: int = 4) -> Tensor:
+    """Random crop with zero padding and horizontal flip, for a whole batch at once."""
+    n, _, h, w = x.shape
+    xp = F.pad(x, (pad, pad, pad, pad))
+    oy = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
+    ox = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
+    flip = (torch.rand(n, generator=generator) < 0.5).to(x.device)
+    rows = (oy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
+    cols = torch.arange(w, device=x.device)[None, :]
+    cols = torch.where(flip[:, None], w - 1 - cols, cols)
+    cols = (ox[:, None] + cols)[:, None, None, :]
+    batch = torch.arange(n, device=x.device)[:, None, None, None]
+    chans = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
+    out = xp[batch, chans, rows, cols]
+    return out.contiguous(memory_format=torch.channels_last) if _is_cl(x) else out.contiguous()
+
+
+def _is_cl(x: Tensor) -> bool:
+    return x.dim() == 4 and x.shape[1] > 1 and x.is_contiguous(memory_format=torch.channels_last)
+
+
+def iterate_batches(
+    data: ClsData,
+    batch_size: int,
+    generator: torch.Generator | None = None,
+    augment: bool = False,
+    drop_last: bool = False,
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """Shuffled batches when a generator is given (training), in order otherwise (evaluation)."""
+    n = len(data)
+    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    order = order.to(data.labels.device)
+    stop = n - n % batch_size if drop_last and n >= batch_size else n
+    for i in range(0, stop, batch_size):
+        idx = order[i : i + batch_size]
+        x = data.images[idx]
+        if augment:
+            if generator is None:
+                raise ValueError("augmentation needs a generator")
+            x = augment_batch(x, generator)
+        yield x, data.labels[idx]
+
+
+def train_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    data: ClsData,
+    batch_size: int,
+    generator: torch.Generator,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    pick_ops: Callable[[], Sequence[Sequence[str]]] | None = None,
+    augment: bool = False,
+    desc: str = "train",
+) -> tuple[float, float]:
+    """One epoch; returns (mean loss, accuracy %). With `pick_ops`, `model` is a supernet run on a
+    fresh arch every step (the scheduler, if any, steps per batch)."""
+    model.train()
+    total_loss, correct, seen = 0.0, 0, 0
+    batches = iterate_batches(data, batch_size, generator, augment=augment, drop_last=True)
+    steps = len(data) // batch_size if len(data) >= batch_size else 1
+    for x, y in tqdm(batches, total=steps, desc=desc, file=sys.stderr, mininterval=5, leave=False):
+        out = model(x, pick_ops()) if pick_ops is not None else model(x)
+        loss = F.cross_entropy(out, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        total_loss += float(loss) * len(y)
+        correct += int((out.argmax(1) == y).sum())
+        seen += len(y)
+    return total_loss / max(seen, 1), 100.0 * correct / max(seen, 1)
+
+
+def cosine_scheduler(optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Cosine decay from the base LR to 0 over `total_steps` optimizer steps."""
+    total = max(1, int(total_steps))
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: 0.5 * (1.0 + math.cos(math.pi * min(s, total) / total))
+    )
+
+
+def sgd(model: nn.Module, lr: float, momentum: float, weight_decay: float) -> torch.optim.SGD:
+    """SGD with Nesterov momentum and no weight decay on BN and biases (the usual recipe for small nets)."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        (no_decay if p.dim() <= 1 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=momentum > 0)
+
+
+@torch.no_grad()
+def evaluate(forward_fn: Callable[[Tensor], Tensor], data: ClsData, batch_size: int = 500) -> tuple[float, float]:
+    """(accuracy %, mean cross-entropy) over a split; an nn.Module is put in eval mode first."""
+    if isinstance(forward_fn, nn.Module):
+        forward_fn.eval()
+    total_loss, correct = 0.0, 0
+    for x, y in iterate_batches(data, batch_size):
+        out = forward_fn(x)
+        total_loss += float(F.cross_entropy(out, y, reduction="sum"))
+        correct += int((out.argmax(1) == y).sum())
+    n = max(len(data), 1)
+    return 100.0 * correct / n, total_loss / n
+
+
+def recal_subset(data: ClsData, count: int) -> ClsData:
+    """`count` images spread evenly over the split: the same for every arch, balanced if sorted by class."""
+    n = len(data)
+    count = min(count, n)
+    idx = (torch.arange(count) * n // max(count, 1)).to(data.labels.device)
+    return ClsData(data.images[idx], data.labels[idx])
+
+
+@torch.no_grad()
+def recalibrate_bn(
+    supernet: nn.Module, ops: Sequence[Sequence[str]], train_data: ClsData, batches: int, batch_size: int = 128
+) -> None:
+    """Reset BN running stats and re-estimate them for `ops` (cumulative average), then eval mode.
+
+    Shared weights see many archs' statistics during training; an arch's own statistics make its
+    inherited-weight accuracy meaningful.
+    """
+    bns = [m for m in supernet.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+    supernet.train()
+    subset = recal_subset(train_data, batches * batch_size)
+    for x, _ in iterate_batches(subset, batch_size):
+        supernet(x, ops)
+    for m, mom in zip(bns, momenta):
+        m.momentum = mom
+    supernet.eval()
+
+
+def score_arch(
+    supernet: nn.Module,
+    ops: Sequence[Sequence[str]],
+    train_data: ClsData,
+    val_data: ClsData,
+    recal_batches: int,
+    batch_size: int = 128,
+) -> tuple[float, float]:
+    """(val accuracy %, val loss) of an arch with inherited weights after BN recalibration."""
+    recalibrate_bn(supernet, ops, train_data, recal_batches, batch_size)
+    return evaluate(lambda x: supernet(x, ops), val_data)
+
+
+def save_checkpoint(obj: dict, path: str | Path) -> None:
+    """torch.save to memory, then an atomic write: a crash never leaves half a checkpoint."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """Load a checkpoint of plain types and tensors only (`weights_only=True`)."""
+    return torch.load(path, map_location=map_location, weights_only=True)

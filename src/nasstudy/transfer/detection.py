@@ -1,0 +1,176 @@
+"""Detection transfer: torchvision FCOS or RetinaNet on the searched backbone + FPN, COCO-style mAP.
+
+Sizes suit the default scenes (96 px, objects of about 10-40 px): the pyramid starts at stride 4,
+and anchors (RetinaNet) or per-level regression ranges (FCOS) cover 8-64 px boxes. Detectors get
+`min_size`/`max_size` from params, so torchvision never resizes scenes to its 800-px default.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from functools import partial
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torchvision.models.detection import FCOS, RetinaNet
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.fcos import FCOSHead
+from torchvision.models.detection.retinanet import RetinaNetHead
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+from tqdm import tqdm
+
+from nasstudy.transfer.backbone import FPNBackbone, cosine_sgd, normalise, scene_batches
+
+DETECTORS = ("fcos", "retinanet")
+# Knobs not in the params file (a params section may override them): small, because the default
+# study trains 8 transfer jobs on 2 CPU cores in a few minutes.
+DEFAULTS = {
+    "fpn_channels": 32,  # FPN width; a multiple of 32 so the heads' GroupNorm(32) fits
+    "head_convs": 2,  # FCOS tower depth (torchvision's RetinaNet head is fixed at 4)
+    "score_thresh": 0.05,  # low, as for COCO evaluation: mAP needs the low-score tail
+    "detections_per_img": 20,  # scenes hold at most a handful of objects
+    "weight_decay": 1e-4,
+    "momentum": 0.9,
+}
+
+
+def build_detector(
+    net: nn.Module, num_classes: int, cfg: dict, image_mean: list[float], image_std: list[float]
+) -> nn.Module:
+    """A torchvision detector over `num_classes` + 1 labels (0 unused, objects 1..C) on `net`."""
+    cfg = {**DEFAULTS, **cfg}
+    name = cfg.get("detector", "fcos")
+    ch = int(cfg["fpn_channels"])
+    backbone = FPNBackbone(net, ch, min_stride=4, extra=LastLevelMaxPool())
+    common = dict(
+        min_size=int(cfg["min_size"]),
+        max_size=int(cfg["max_size"]),
+        image_mean=image_mean,
+        image_std=image_std,
+        score_thresh=float(cfg["score_thresh"]),
+        detections_per_img=int(cfg["detections_per_img"]),
+        topk_candidates=200,
+    )
+    if name == "fcos":
+        # FCOS convention: one point per location, anchor size = stride. A level then takes boxes
+        # whose farthest side lies 4..8 strides from the point (finest level: anything below).
+        sizes = tuple((s,) for s in backbone.strides)
+        anchors = AnchorGenerator(sizes, ((1.0,),) * len(sizes))
+        head = FCOSHead(ch, 1, num_classes + 1, num_convs=int(cfg["head_convs"]))
+        return FCOS(backbone, num_classes + 1, anchor_generator=anchors, head=head, **common)
+    if name == "retinanet":
+        # Two scales x three ratios per level, 2 and 2.8 strides wide: 8-45 px over strides 4-16.
+        sizes = tuple((2 * s, int(round(2 * s * 2**0.5))) for s in backbone.strides)
+        anchors = AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(sizes))
+        head = RetinaNetHead(
+            ch, anchors.num_anchors_per_location()[0], num_classes + 1, norm_layer=partial(nn.GroupNorm, 32)
+        )
+        return RetinaNet(backbone, num_classes + 1, anchor_generator=anchors, head=head, **common)
+    raise ValueError(f"unknown detector {name!r}; expected one of {DETECTORS}")
+
+
+def scene_targets(data: dict[str, np.ndarray], idx: np.ndarray) -> list[dict[str, Tensor]]:
+    """Per-image `{"boxes", "labels"}` for images `idx` from the flat box arrays of a scenes file."""
+    out = []
+    for i in idx:
+        sel = data["box_image"] == i
+        boxes = torch.from_numpy(data["boxes"][sel].astype(np.float32)).reshape(-1, 4)
+        labels = torch.from_numpy(data["box_labels"][sel].astype(np.int64))
+        ok = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])  # torchvision rejects empty boxes
+        out.append({"boxes": boxes[ok], "labels": labels[ok]})
+    return out
+
+
+def _flip(images: Tensor, targets: list[dict[str, Tensor]], flip: np.ndarray) -> None:
+    """Horizontal flip, in place, of the images (and their boxes) where `flip` is True."""
+    width = images.shape[-1]
+    for j in np.flatnonzero(flip):
+        images[j] = images[j].flip(-1)
+        b = targets[j]["boxes"].clone()
+        b[:, 0], b[:, 2] = width - targets[j]["boxes"][:, 2], width - targets[j]["boxes"][:, 0]
+        targets[j]["boxes"] = b
+
+
+def _to(targets: list[dict[str, Tensor]], device: torch.device) -> list[dict[str, Tensor]]:
+    return [{k: v.to(device) for k, v in t.items()} for t in targets]
+
+
+def train_detector(
+    model: nn.Module,
+    data: dict[str, np.ndarray],
+    cfg: dict,
+    rng: np.random.Generator,
+    tracker,
+    device: torch.device,
+) -> list[float]:
+    """Fine-tune backbone, FPN and head together (SGD, cosine LR, random flips); per-epoch losses."""
+    cfg = {**DEFAULTS, **cfg}
+    epochs, bs = int(cfg["epochs"]), int(cfg["batch_size"])
+    n = len(data["images"])
+    steps = epochs * len(scene_batches(n, bs, np.random.default_rng(0)))
+    opt, sched = cosine_sgd(model, float(cfg["lr"]), steps, cfg["momentum"], cfg["weight_decay"])
+    model.to(device)
+    losses = []
+    for epoch in range(1, epochs + 1):
+        model.train()
+        sums: dict[str, float] = {}
+        batches = scene_batches(n, bs, rng)
+        for idx in tqdm(batches, desc=f"detection epoch {epoch}", file=sys.stderr, mininterval=5):
+            images = normalise(data["images"][idx])
+            targets = scene_targets(data, idx)
+            _flip(images, targets, rng.random(len(idx)) < 0.5)
+            parts = model(list(images.to(device)), _to(targets, device))
+            loss = sum(parts.values())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 10.0)  # early focal/GIoU spikes from scratch heads
+            opt.step()
+            sched.step()
+            for k, v in parts.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+            sums["loss"] = sums.get("loss", 0.0) + float(loss)
+        means = {f"train_{k}": v / len(batches) for k, v in sums.items()}
+        tracker.log_metrics(means, step=epoch)
+        losses.append(means["train_loss"])
+    return losses
+
+
+@torch.no_grad()
+def evaluate_detector(
+    model: nn.Module, data: dict[str, np.ndarray], batch_size: int, device: torch.device
+) -> dict[str, float]:
+    """COCO mAP, mAP@0.5, mAP@0.75 (percent) with torchmetrics' pycocotools backend."""
+    from torchmetrics.detection import MeanAveragePrecision  # slow import: only where used
+
+    metric = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", backend="pycocotools")
+    model.to(device).eval()
+    for idx in scene_batches(len(data["images"]), batch_size, None):
+        preds = model(list(normalise(data["images"][idx]).to(device)))
+        metric.update([{k: v.cpu() for k, v in p.items()} for p in preds], scene_targets(data, idx))
+    r = metric.compute()
+    # -1 means "no ground truth"; report 0 then, so the value stays a percentage.
+    return {k: round(100.0 * max(0.0, float(r[k])), 4) for k in ("map", "map_50", "map_75")}
+
+
+def run_detection(
+    net: nn.Module,
+    train: dict[str, np.ndarray],
+    val: dict[str, np.ndarray],
+    num_classes: int,
+    cfg: dict,
+    rng: np.random.Generator,
+    tracker,
+    device: torch.device,
+    image_mean: list[float],
+    image_std: list[float],
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Build, train and score a detector; returns (metrics, timing)."""
+    model = build_detector(net, num_classes, cfg, image_mean, image_std)
+    t0 = time.perf_counter()
+    train_detector(model, train, cfg, rng, tracker, device)
+    t1 = time.perf_counter()
+    metrics = evaluate_detector(model, val, int(cfg["batch_size"]), device)
+    t2 = time.perf_counter()
+    return metrics, {"train_seconds": round(t1 - t0, 3), "eval_seconds": round(t2 - t1, 3)}

@@ -1,0 +1,172 @@
+"""Segmentation transfer: a torchvision segmentation head on the searched backbone + FPN, mIoU.
+
+Heads: `fcn` (FCNHead) and `deeplabv3` (torchvision's ASPP + DeepLabHead's tail) on the finest
+FPN level, `lraspp` (LRASPPHead) on the finest (low) and coarsest (high) levels; logits are
+upsampled bilinearly to the scene size. C + 1 classes, 0 = background, as in the masks.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.models.segmentation.deeplabv3 import ASPP
+from torchvision.models.segmentation.fcn import FCNHead
+from torchvision.models.segmentation.lraspp import LRASPPHead
+from tqdm import tqdm
+
+from nasstudy.transfer.backbone import FPNBackbone, cosine_sgd, normalise, scene_batches
+
+HEADS = ("fcn", "deeplabv3", "lraspp")
+# Knobs not in the params file (a params section may override them), sized for 96-px scenes on CPU.
+DEFAULTS = {
+    "fpn_channels": 32,
+    # torchvision's DeepLabHead is fixed at 256 channels and rates 12/24/36 (for 65-px maps); a
+    # 24-px map at stride 4 wants smaller rates, and 256 channels would dwarf the backbone.
+    "aspp_channels": 32,
+    "atrous_rates": (2, 4, 6),
+    "weight_decay": 1e-4,
+    "momentum": 0.9,
+}
+
+
+def _deeplab_head(in_ch: int, num_classes: int, width: int, rates: tuple[int, ...]) -> nn.Sequential:
+    """DeepLabHead's layout (ASPP, 3x3 conv-BN-ReLU, 1x1 classifier) at a chosen width."""
+    return nn.Sequential(
+        ASPP(in_ch, list(rates), out_channels=width),
+        nn.Conv2d(width, width, 3, padding=1, bias=False),
+        nn.BatchNorm2d(width),
+        nn.ReLU(),
+        nn.Conv2d(width, num_classes, 1),
+    )
+
+
+class SegmentationNet(nn.Module):
+    """Backbone + FPN + head; `forward(x)` gives per-pixel logits at the input size."""
+
+    def __init__(self, net: nn.Module, num_classes: int, cfg: dict) -> None:
+        super().__init__()
+        cfg = {**DEFAULTS, **cfg}
+        self.head_name = cfg.get("head", "fcn")
+        ch = int(cfg["fpn_channels"])
+        self.backbone = FPNBackbone(net, ch, min_stride=4, extra=None)
+        if self.head_name == "fcn":
+            self.head: nn.Module = FCNHead(ch, num_classes)
+        elif self.head_name == "deeplabv3":
+            rates = tuple(int(r) for r in cfg["atrous_rates"])
+            self.head = _deeplab_head(ch, num_classes, int(cfg["aspp_channels"]), rates)
+        elif self.head_name == "lraspp":
+            self.head = LRASPPHead(ch, ch, num_classes, inter_channels=ch)
+        else:
+            raise ValueError(f"unknown segmentation head {self.head_name!r}; expected one of {HEADS}")
+
+    def forward(self, x: Tensor) -> Tensor:
+        levels = list(self.backbone(x).values())
+        if self.head_name == "lraspp":
+            out = self.head({"low": levels[0], "high": levels[-1]})
+        else:
+            out = self.head(levels[0])
+        # Bilinear upsampling: deterministic on CPU; its backward is not deterministic on CUDA.
+        return F.interpolate(out, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def _batch(
+    data: dict[str, np.ndarray], idx: np.ndarray, mean: Tensor, std: Tensor, flip: np.ndarray | None = None
+) -> tuple[Tensor, Tensor]:
+    images = normalise(data["images"][idx])
+    masks = torch.from_numpy(data["masks"][idx].astype(np.int64))
+    if flip is not None and flip.any():
+        f = torch.from_numpy(flip)
+        images[f] = images[f].flip(-1)
+        masks[f] = masks[f].flip(-1)
+    return (images - mean) / std, masks
+
+
+def train_segmenter(
+    model: nn.Module,
+    data: dict[str, np.ndarray],
+    cfg: dict,
+    rng: np.random.Generator,
+    tracker,
+    device: torch.device,
+    mean: Tensor,
+    std: Tensor,
+) -> list[float]:
+    """Fine-tune the whole model with pixel cross-entropy (SGD, cosine LR, random flips)."""
+    cfg = {**DEFAULTS, **cfg}
+    epochs, bs = int(cfg["epochs"]), int(cfg["batch_size"])
+    n = len(data["images"])
+    steps = epochs * len(scene_batches(n, bs, np.random.default_rng(0)))
+    opt, sched = cosine_sgd(model, float(cfg["lr"]), steps, cfg["momentum"], cfg["weight_decay"])
+    model.to(device)
+    losses = []
+    for epoch in range(1, epochs + 1):
+        model.train()
+        total, batches = 0.0, scene_batches(n, bs, rng)
+        for idx in tqdm(batches, desc=f"segmentation epoch {epoch}", file=sys.stderr, mininterval=5):
+            x, y = _batch(data, idx, mean, std, rng.random(len(idx)) < 0.5)
+            loss = F.cross_entropy(model(x.to(device)), y.to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss)
+        losses.append(total / len(batches))
+        tracker.log_metrics({"train_loss": losses[-1]}, step=epoch)
+    return losses
+
+
+@torch.no_grad()
+def evaluate_segmenter(
+    model: nn.Module,
+    data: dict[str, np.ndarray],
+    num_classes: int,
+    batch_size: int,
+    device: torch.device,
+    mean: Tensor,
+    std: Tensor,
+) -> dict[str, float]:
+    """mIoU over the classes present in the ground truth (background included) and pixel accuracy."""
+    from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
+
+    iou = MulticlassJaccardIndex(num_classes, average="none")
+    acc = MulticlassAccuracy(num_classes, average="micro")
+    present = torch.zeros(num_classes, dtype=torch.bool)
+    model.to(device).eval()
+    for idx in scene_batches(len(data["images"]), batch_size, None):
+        x, y = _batch(data, idx, mean, std)
+        pred = model(x.to(device)).argmax(1).cpu()
+        iou.update(pred, y)
+        acc.update(pred, y)
+        present |= torch.bincount(y.flatten(), minlength=num_classes)[:num_classes] > 0
+    per_class = iou.compute()
+    miou = float(per_class[present].mean()) if present.any() else 0.0
+    return {"miou": round(100.0 * miou, 4), "pixel_acc": round(100.0 * float(acc.compute()), 4)}
+
+
+def run_segmentation(
+    net: nn.Module,
+    train: dict[str, np.ndarray],
+    val: dict[str, np.ndarray],
+    num_classes: int,
+    cfg: dict,
+    rng: np.random.Generator,
+    tracker,
+    device: torch.device,
+    image_mean: list[float],
+    image_std: list[float],
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Build, train and score a segmenter over `num_classes` + 1 labels; returns (metrics, timing)."""
+    model = SegmentationNet(net, num_classes + 1, cfg)
+    mean = torch.tensor(image_mean).view(1, 3, 1, 1)
+    std = torch.tensor(image_std).view(1, 3, 1, 1)
+    t0 = time.perf_counter()
+    train_segmenter(model, train, cfg, rng, tracker, device, mean, std)
+    t1 = time.perf_counter()
+    metrics = evaluate_segmenter(model, val, num_classes + 1, int(cfg["batch_size"]), device, mean, std)
+    t2 = time.perf_counter()
+    return metrics, {"train_seconds": round(t1 - t0, 3), "eval_seconds": round(t2 - t1, 3)}
