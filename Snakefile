@@ -4,7 +4,7 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "params/default.yaml"
+configfile: f"{workflow.basedir}/params/default.yaml"
 
 
 report: "workflow/report/workflow.rst"
