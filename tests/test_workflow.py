@@ -1,0 +1,149 @@
+"""End to end: the real Snakemake DAG on tiny params in a temp copy of the project (git + DVC + MLflow).
+
+One study run is shared by the tests in this module (it takes a minute or two on 2 cores).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = Path(__file__).parent / "params" / "tiny.yaml"
+BIN = Path(sys.executable).parent
+pytestmark = pytest.mark.slow
+
+
+def make_project(dest: Path) -> Path:
+    """A copy of the project's workflow files with the tiny params as its default, in its own git + DVC repo."""
+    for name in ("Snakefile", "dvc.yaml", ".dvcignore"):
+        shutil.copy(ROOT / name, dest / name)
+    for name in ("rules", "workflow", "params", "src"):
+        shutil.copytree(ROOT / name, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    (dest / ".dvc").mkdir()
+    shutil.copy(ROOT / ".dvc" / "config", dest / ".dvc" / "config")
+    shutil.copy(ROOT / ".gitignore", dest / ".gitignore")
+    shutil.copy(TINY, dest / "params" / "default.yaml")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=dest, check=True)
+    subprocess.run([*git, "commit", "-qm", "tiny"], cwd=dest, check=True)
+    return dest
+
+
+def snakemake(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", "--cores", "2", *args], cwd=cwd, capture_output=True, text=True
+    )
+
+
+def planned_jobs(cwd: Path) -> set[tuple[str, str]]:
+    """(rule, wildcards) of every job a dry run would execute, read from Snakemake's own output."""
+    out = snakemake(cwd, "--dry-run")
+    assert out.returncode == 0, out.stderr
+    jobs, rule = set(), None
+    for line in (out.stdout + out.stderr).splitlines():
+        if m := re.match(r"^(?:local)?rule (\w+):", line):
+            rule = m.group(1)
+            jobs.add((rule, ""))
+        elif rule and (m := re.match(r"^\s+wildcards: (.*)$", line)):
+            jobs.discard((rule, ""))
+            jobs.add((rule, m.group(1).strip()))
+    return {j for j in jobs if j[0] != "all"}
+
+
+def metrics_files(project: Path) -> dict[str, bytes]:
+    res = project / "results" / "default"
+    return {str(p.relative_to(res)): p.read_bytes() for p in sorted(res.rglob("metrics.json"))}
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    project = make_project(tmp_path_factory.mktemp("study"))
+    out = snakemake(project)
+    assert out.returncode == 0, out.stderr[-4000:]
+    return project
+
+
+def test_study_writes_every_stage_and_the_report(study: Path) -> None:
+    res = study / "results" / "default"
+    for rel in ("data/cls_train.npz", "space/gen0/space_state.json", "space/nse/gen2/front.csv",
+                "supernet/initial/supernet.pt", "supernet/nse/random_archs.csv",
+                "search/nse/rea/best.json", "retrain/initial/random/model.pt",
+                "transfer/detection/initial/rea/metrics.json", "transfer/segmentation/nse/random/metrics.json",
+                "report/summary.md", "report/pareto.png"):  # fmt: skip
+        assert (res / rel).is_file(), rel
+    table = (res / "report" / "summary.csv").read_text().splitlines()
+    assert len(table) == 1 + 4  # header + space x method
+    report = json.loads((res / "report" / "report.json").read_text())
+    assert "kendall_tau" in report
+    assert (study / "logs" / "default" / "search" / "initial" / "rea.log").is_file()
+
+
+def test_rerun_has_nothing_to_do_and_dvc_is_clean(study: Path) -> None:
+    assert planned_jobs(study) == set()
+    assert (study / "dvc.lock").is_file()
+    status = subprocess.run([BIN / "dvc", "status", "--json"], cwd=study, capture_output=True, text=True)
+    assert status.returncode == 0 and json.loads(status.stdout) == {}, status.stdout
+    dag = subprocess.run([BIN / "dvc", "dag", "--md"], cwd=study, capture_output=True, text=True)
+    for phase in ("prepare_data", "evolve_space", "warmup_supernet", "search", "retrain", "transfer", "report"):
+        assert phase in dag.stdout
+
+
+def test_mlflow_has_parent_and_one_child_per_job(study: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{study / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("nasstudy")
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("nasstudy.role") == "study"]
+    children = [r for r in runs if r.data.tags.get("nasstudy.role") == "job"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    # 1 prepare_data + 1 init_space + 2 evolve + 2 warmup + 4 search + 4 retrain + 8 transfer + 1 report
+    assert len(children) == 23
+    names = {r.info.run_name for r in children}
+    assert "search[space=nse,method=rea]" in names and "evolve_space[method=nse,gen=2]" in names
+    for r in children:
+        assert r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+        assert r.info.status == "FINISHED"
+        assert r.data.metrics, r.info.run_name
+        assert any(k.startswith("output.") for k in r.data.tags)
+    warmup = next(r for r in children if r.info.run_name == "warmup_supernet[space=initial]")
+    assert warmup.data.params["supernet.epochs"] == "1"
+
+
+def test_changing_one_search_param_reruns_only_its_downstream(study: Path) -> None:
+    params = study / "params" / "default.yaml"
+    original = params.read_text()
+    cfg = yaml.safe_load(original)
+    cfg["search"]["rea"]["tournament"] = 3
+    params.write_text(yaml.safe_dump(cfg))
+    try:
+        jobs = planned_jobs(study)
+    finally:
+        params.write_text(original)
+    expected = {("search", "space=initial, method=rea"), ("search", "space=nse, method=rea"),
+                ("retrain", "space=initial, method=rea"), ("retrain", "space=nse, method=rea"),
+                ("transfer", "task=detection, space=initial, method=rea"),
+                ("transfer", "task=detection, space=nse, method=rea"),
+                ("transfer", "task=segmentation, space=initial, method=rea"),
+                ("transfer", "task=segmentation, space=nse, method=rea"),
+                ("report", "")}  # fmt: skip
+    assert jobs == expected
+
+
+def test_two_runs_from_scratch_give_identical_metrics(study: Path, tmp_path: Path) -> None:
+    again = make_project(tmp_path)
+    out = snakemake(again)
+    assert out.returncode == 0, out.stderr[-4000:]
+    first, second = metrics_files(study), metrics_files(again)
+    assert len(first) >= 20
+    assert first.keys() == second.keys()
+    assert [k for k in first if first[k] != second[k]] == []
