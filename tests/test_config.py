@@ -24,6 +24,7 @@ BAD = [
     ({"data": {"source": "npz", "root": "/no/such/folder"}}, "data.root = '/no/such/folder' is not an existing folder"),
     ({"data": {"source": "npz"}}, "data.root is missing: data.source = 'npz' needs a local data folder"),
     ({"data": {"source": "imagenet"}}, "data.source = 'imagenet' is not allowed; allowed: synthetic, npz"),
+    ({"data": {"num_classes": 10}}, "data.num_classes = 10 is too many for synthetic data (at most 8 shapes)"),
     ({"device": "tpu"}, "device = 'tpu' is not allowed; allowed: auto, cpu, cuda"),
     ({"study": "../escape"}, "study = '../escape' is not allowed: must match"),
     ({"seed": -1}, "seed = -1 is out of range: must be >= 0"),

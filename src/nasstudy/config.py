@@ -139,6 +139,8 @@ def fill_defaults(cfg: Any, sch: dict) -> Any:
 def check_consistency(cfg: dict) -> None:
     """What one key alone cannot say: keys that must agree with each other, folders that must exist."""
     data = cfg["data"]
+    if data["source"] == "synthetic" and data["num_classes"] > 8:
+        raise ParamsError(f"data.num_classes = {data['num_classes']} is too many for synthetic data (at most 8 shapes)")
     if data["source"] != "synthetic":
         root = data.get("root")
         if not root:

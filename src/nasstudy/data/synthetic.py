@@ -16,7 +16,8 @@ import numpy as np
 
 CLASS_NAMES = ("circle", "square", "triangle", "cross", "ring", "star", "hexagon", "lshape")
 MIN_VISIBLE_PIXELS = 12  # scene objects with less visible area than this get no box
-CLS_RADIUS = (0.17, 0.42)  # object radius range, as a fraction of the image size
+CLS_RADIUS = (0.22, 0.45)  # object radius range, as a fraction of the image size
+LOW_CONTRAST_PROB = 0.15
 
 
 def class_names(num_classes: int) -> list[str]:
@@ -43,8 +44,20 @@ _POLYGONS = {
     "square": np.array([[-0.72, -0.72], [0.72, -0.72], [0.72, 0.72], [-0.72, 0.72]]),
     "triangle": _regular(3, 1.0, -np.pi / 2),
     "cross": np.array(
-        [[-_W, -1], [_W, -1], [_W, -_W], [1, -_W], [1, _W], [_W, _W], [_W, 1], [-_W, 1], [-_W, _W],
-         [-1, _W], [-1, -_W], [-_W, -_W]]
+        [
+            [-_W, -1],
+            [_W, -1],
+            [_W, -_W],
+            [1, -_W],
+            [1, _W],
+            [_W, _W],
+            [_W, 1],
+            [-_W, 1],
+            [-_W, _W],
+            [-1, _W],
+            [-1, -_W],
+            [-_W, -_W],
+        ]
     ),  # fmt: skip
     "star": _star(),
     "hexagon": _regular(6, 0.92),
@@ -108,7 +121,7 @@ def _background(size: int, rng: np.random.Generator) -> np.ndarray:
     c0, c1 = rng.uniform(0.0, 1.0, 3), rng.uniform(0.0, 1.0, 3)
     theta = rng.uniform(0, 2 * np.pi)
     ramp = (xx - 0.5) * np.cos(theta) + (yy - 0.5) * np.sin(theta) + 0.5
-    img = c0 + (c1 - c0) * (rng.uniform(0.1, 0.9) * ramp)[..., None]
+    img = c0 + (c1 - c0) * (rng.uniform(0.1, 0.6) * ramp)[..., None]
     k = int(rng.integers(3, 7))
     m = _upsample_matrix(k, size)
     grid = rng.normal(0.0, rng.uniform(0.03, 0.15), (k, k, 3))
@@ -122,15 +135,16 @@ def _background(size: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def _object_colour(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A random colour at a random distance from the background's mean: sometimes low contrast."""
+    """A colour lighter or darker than the background by a random step; sometimes low contrast.
+
+    Contrast mostly in brightness keeps the shapes learnable in a few epochs; the hue varies freely.
+    """
     mean = img.mean(axis=(0, 1))
-    direction = rng.normal(0.0, 1.0, 3)
-    direction /= np.linalg.norm(direction) + 1e-9
-    contrast = rng.uniform(0.1, 0.25) if rng.random() < 0.15 else rng.uniform(0.25, 0.8)
-    colour = mean + contrast * direction
-    if np.any(colour < 0) or np.any(colour > 1):  # out of range: try the opposite way
-        colour = mean - contrast * direction
-    return np.clip(colour, 0, 1)
+    step = rng.uniform(0.1, 0.22) if rng.random() < LOW_CONTRAST_PROB else rng.uniform(0.25, 0.6)
+    sign = 1.0 if rng.random() < 0.5 else -1.0
+    if not 0.0 <= mean.mean() + sign * step <= 1.0:
+        sign = -sign
+    return np.clip(mean + sign * step + rng.normal(0.0, 0.12, 3), 0, 1)
 
 
 def _distractor(img: np.ndarray, rng: np.random.Generator) -> None:

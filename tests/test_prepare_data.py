@@ -1,0 +1,117 @@
+"""prepare_data writes every output per the contract, byte-identical across runs."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nasstudy.stages import prepare_data
+from nasstudy.tracking import MemoryTracker
+from nasstudy.utils import read_json
+
+PARAMS = {
+    "seed": 0,
+    "study": "test",
+    "device": "cpu",
+    "threads": 1,
+    "data": {
+        "source": "synthetic",
+        "num_classes": 4,
+        "image_size": 16,
+        "train": 24,
+        "val": 8,
+        "test": 8,
+        "scene_size": 32,
+        "scene_train": 4,
+        "scene_val": 2,
+        "max_objects": 3,
+    },
+}
+FILES = {
+    "cls_train": "cls_train.npz",
+    "cls_val": "cls_val.npz",
+    "cls_test": "cls_test.npz",
+    "scenes_train": "scenes_train.npz",
+    "scenes_val": "scenes_val.npz",
+    "summary": "summary.json",
+    "preview": "preview.png",
+}
+
+
+def _run(folder: Path, params: dict = PARAMS) -> tuple[dict[str, Path], MemoryTracker]:
+    outputs = {k: folder / "data" / v for k, v in FILES.items()}
+    tracker = MemoryTracker()
+    prepare_data.run({}, outputs, params, {}, tracker)
+    return outputs, tracker
+
+
+def test_outputs_follow_contract(tmp_path):
+    outputs, tracker = _run(tmp_path)
+    assert all(p.is_file() for p in outputs.values())
+    for key, n in [("cls_train", 24), ("cls_val", 8), ("cls_test", 8)]:
+        with np.load(outputs[key]) as z:
+            assert sorted(z.files) == ["images", "labels"]
+            assert z["images"].shape == (n, 16, 16, 3) and z["images"].dtype == np.uint8
+            assert z["labels"].dtype == np.int64 and z["labels"].max() < 4
+    for key, n in [("scenes_train", 4), ("scenes_val", 2)]:
+        with np.load(outputs[key]) as z:
+            assert sorted(z.files) == ["box_image", "box_labels", "boxes", "images", "masks"]
+            assert z["images"].shape == (n, 32, 32, 3) and z["masks"].shape == (n, 32, 32)
+            assert z["boxes"].dtype == np.float32 and z["box_labels"].min() >= 1
+    summary = read_json(outputs["summary"])
+    assert summary["class_names"] == ["circle", "square", "triangle", "cross"]
+    assert summary["splits"]["cls_train"]["count"] == 24
+    assert sum(summary["splits"]["cls_train"]["per_class"].values()) == 24
+    assert outputs["preview"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert tracker.last("cls_train_count") == 24
+    assert outputs["preview"] in tracker.artifacts
+    assert not list((tmp_path / "data").glob(".*.tmp"))
+
+
+def test_two_runs_byte_identical(tmp_path):
+    a, _ = _run(tmp_path / "a")
+    b, _ = _run(tmp_path / "b")
+    for key in FILES:
+        assert a[key].read_bytes() == b[key].read_bytes(), key
+
+
+def test_splits_differ(tmp_path):
+    outputs, _ = _run(tmp_path)
+    with np.load(outputs["cls_val"]) as v, np.load(outputs["cls_test"]) as t:
+        assert not np.array_equal(v["images"], t["images"])
+
+
+def test_unknown_source_raises(tmp_path):
+    params = {**PARAMS, "data": {**PARAMS["data"], "source": "imagenet"}}
+    with pytest.raises(ValueError, match="imagenet"):
+        _run(tmp_path, params)
+
+
+CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
+
+
+@pytest.mark.skipif(not (CIFAR / "train.npz").is_file(), reason="real CIFAR-10 subset not present")
+def test_npz_source_reads_real_cifar10_and_draws_val_from_train(tmp_path: Path) -> None:
+    params = {**PARAMS, "data": {**PARAMS["data"], "source": "npz", "root": str(CIFAR), "num_classes": 10,
+                                 "image_size": 32, "train": 300, "val": 100, "test": 50}}  # fmt: skip
+    outputs = {k: tmp_path / v for k, v in FILES.items()}
+    prepare_data.run({}, outputs, params, {}, MemoryTracker())
+    with np.load(CIFAR / "train.npz") as f:
+        real = f["images"]
+    with np.load(outputs["cls_train"]) as tr, np.load(outputs["cls_val"]) as va, np.load(outputs["cls_test"]) as te:
+        assert tr["images"].shape == (300, 32, 32, 3) and va["images"].shape == (100, 32, 32, 3)
+        assert te["images"].shape == (50, 32, 32, 3)
+        # val images are real training images, disjoint from the train split
+        flat = {img.tobytes() for img in real}
+        assert all(img.tobytes() in flat for img in va["images"])
+        assert not {i.tobytes() for i in tr["images"]} & {i.tobytes() for i in va["images"]}
+    summary = read_json(outputs["summary"])
+    assert summary["num_classes"] == 10 and len(summary["scene_class_names"]) == 8
+
+
+def test_npz_source_names_the_missing_file(tmp_path: Path) -> None:
+    params = {**PARAMS, "data": {**PARAMS["data"], "source": "npz", "root": str(tmp_path)}}
+    outputs = {k: tmp_path / "out" / v for k, v in FILES.items()}
+    with pytest.raises(FileNotFoundError, match=f"{tmp_path}/train.npz is missing"):
+        prepare_data.run({}, outputs, params, {}, MemoryTracker())
+    assert not (tmp_path / "out").exists()
