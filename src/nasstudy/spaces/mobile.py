@@ -13,7 +13,6 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-import torch
 from torch import Tensor, nn
 
 from nasstudy.spaces.mobile_ops import (
@@ -264,4 +263,3 @@ class MobileSpace:
 def count_params(module: nn.Module) -> int:
     """Sum of numel of a module's parameters (what `MobileSpace.params` predicts)."""
     return sum(p.numel() for p in module.parameters())
-

@@ -98,6 +98,11 @@ class Position(nn.Module):
         self.residual = stride == 1 and c_in == c_out
         self.branches = nn.ModuleDict({op: MBConv(parse_op(op), c_in, c_out, stride) for op in ops})
         self.proj = conv_bn(c_in, c_out, 1, stride, act=False) if proj and not self.residual else None
+        if self.residual:
+            # Residual branches start at zero (last BN scale 0): every sampled path starts as the
+            # identity, which lets a supernet trained on random subsets learn in a few epochs.
+            for branch in self.branches.values():
+                nn.init.zeros_(branch[-1][1].weight)
 
     def forward(self, x: Tensor, ops: Sequence[str] | None = None, gates: Tensor | None = None) -> Tensor:
         names = list(self.branches) if ops is None else list(ops)
@@ -120,9 +125,7 @@ class Position(nn.Module):
         return out + x if self.residual else out
 
 
-def position_cost(
-    ops: Sequence[str], c_in: int, c_out: int, stride: int, in_size: int
-) -> tuple[int, int]:
+def position_cost(ops: Sequence[str], c_in: int, c_out: int, stride: int, in_size: int) -> tuple[int, int]:
     """(MACs, params) of a position as `build_net` builds it for this op subset."""
     if not ops:
         if stride == 1 and c_in == c_out:

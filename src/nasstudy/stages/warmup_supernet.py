@@ -52,12 +52,20 @@ def run(
     if channels_last:
         supernet = supernet.to(memory_format=torch.channels_last)
 
-    # Weights: a fresh uniformly sampled arch every step.
+    # Weights: a fresh uniformly sampled arch every step (after the optional full-path epochs).
     epochs, batch_size = int(cfg["epochs"]), int(cfg["batch_size"])
     optimizer = sgd(supernet, float(cfg["lr"]), float(cfg["momentum"]), float(cfg["weight_decay"]))
     scheduler = cosine_scheduler(optimizer, epochs * max(1, len(train) // batch_size))
     arch_rng = make_rng(seed, *names, "paths")
     batch_gen = make_generator(seed, *names, "batches")
+    # Optional: the first `full_path_epochs` train every branch at once (all on), which on small
+    # budgets gives the shared weights a common start that random paths then specialise.
+    full_epochs = int(cfg.get("full_path_epochs", 0))
+    full = space.ops((1,) * len(space.decision_sizes))
+
+    def sample_ops() -> list[tuple[str, ...]]:
+        return space.ops(space.sample(arch_rng))
+
     history: dict[str, list[float]] = {"train_loss": [], "train_acc": []}
     start = time.perf_counter()
     for epoch in range(epochs):
@@ -68,7 +76,7 @@ def run(
             batch_size,
             batch_gen,
             scheduler,
-            pick_ops=lambda: space.ops(space.sample(arch_rng)),
+            pick_ops=sample_ops if epoch >= full_epochs else (lambda: full),
             augment=bool(cfg.get("augment", False)),
             desc=f"warmup epoch {epoch + 1}/{epochs}",
         )

@@ -1,0 +1,194 @@
+"""Stage `evolve_space` (one NSE round) on a tiny space and tiny random data."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from nasstudy.evolution.nse import CostModel, NSEConfig, drop_candidates, nse_round
+from nasstudy.evolution.nse_front import FrontRow, pareto_mask, sample_band_archs
+from nasstudy.spaces.mobile import MobileSpace, initial_state
+from nasstudy.stages import evolve_space
+from nasstudy.tracking import MemoryTracker
+from nasstudy.training import load_cls, make_generator
+
+SPACE_CFG = {
+    "name": "mobile",
+    "stem_channels": 4,
+    "stages": [{"channels": 4, "positions": 1, "stride": 1}, {"channels": 8, "positions": 2, "stride": 2}],
+    "head_channels": 8,
+    "pool": ["mb3_e1", "mb3_e3", "mb5_e1", "mb5_e3", "mb3_e1_d2", "mb3_e3_d2"],
+    "k": 3,
+    "image_size": 8,
+    "num_classes": 3,
+}
+SUPERNET = {"batch_size": 16, "lr": 0.05, "momentum": 0.9, "weight_decay": 0.0, "bn_recal_batches": 1}
+NSE = {
+    "epochs": 2,
+    "branch_prob": 0.5,
+    "arch_step_every": 1,
+    "alpha_lr": 0.05,
+    "alpha_init": 0.0,
+    "flops_target": 3.0e4,
+    "flops_lambda": 1.0e-10,
+    "drop_threshold": -0.05,
+    "front_samples": 6,
+    "lower_band_samples": 2,
+    "flops_band": 0.3,
+}
+OUTPUTS = ("space_state", "front", "op_stats", "supernet", "metrics")
+
+
+def _params(**nse) -> dict:
+    return {
+        "seed": 0,
+        "study": "test",
+        "device": "cpu",
+        "threads": 1,
+        "space": SPACE_CFG,
+        "supernet": SUPERNET,
+        "evolution": {"nse": {**NSE, **nse}},
+    }
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 80), ("val", 32)):
+        labels = np.arange(n, dtype=np.int64) % 3
+        images = rng.integers(0, 60, size=(n, 8, 8, 3)).astype(np.uint8)
+        images[..., labels % 3] += 150  # a learnable colour cue per class
+        np.savez(root / f"cls_{split}.npz", images=images, labels=labels)
+    (root / "gen0.json").write_text(json.dumps(initial_state(SPACE_CFG)))
+    return root
+
+
+def _run(data, out, state_path, gen=1, **nse):
+    outputs = {k: out / f"{k}.out" for k in OUTPUTS}
+    inputs = {"cls_train": data / "cls_train.npz", "cls_val": data / "cls_val.npz", "space_state": state_path}
+    evolve_space.run(inputs, outputs, _params(**nse), {"method": "nse", "gen": str(gen)}, MemoryTracker())
+    return outputs
+
+
+def _csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_stage_writes_outputs_and_evolves_state(data, tmp_path):
+    old = json.loads((data / "gen0.json").read_text())
+    outputs = _run(data, tmp_path, data / "gen0.json")
+    for key in OUTPUTS:
+        assert outputs[key].stat().st_size > 0
+    new = json.loads(outputs["space_state"].read_text())
+    stats = _csv(outputs["op_stats"])
+    assert list(stats[0]) == ["position", "op", "alpha", "prob", "front_count", "status"]
+    for i, (o, n) in enumerate(zip(old["positions"], new["positions"])):
+        assert len(n["active"]) == SPACE_CFG["k"]
+        added = [s["op"] for s in stats if int(s["position"]) == i and s["status"] == "added"]
+        kept = [s["op"] for s in stats if int(s["position"]) == i and s["status"] == "kept"]
+        assert set(kept) <= set(o["active"])
+        assert added == o["queue"][: len(added)]  # from the queue front, in queue order
+        assert n["active"] == kept + added
+        assert n["queue"] == o["queue"][len(added) :]
+        assert set(n["protected"]) <= set(kept)
+    front = _csv(outputs["front"])
+    assert list(front[0]) == ["arch", "flops", "params", "acc", "on_front"]
+    assert any(r["on_front"] == "1" for r in front)
+    metrics = json.loads(outputs["metrics"].read_text())
+    assert metrics["front_size"] == sum(r["on_front"] == "1" for r in front)
+    assert len(metrics["train_loss"]) == NSE["epochs"]
+
+    # Generation 2 starts from generation 1: the protected best arch is scored again and stays.
+    out2 = tmp_path / "gen2"
+    out2.mkdir()
+    outputs2 = _run(data, out2, outputs["space_state"], gen=2)
+    best = MobileSpace(SPACE_CFG, new)
+    prev = best.to_string(best.from_ops([tuple(p["protected"]) for p in new["positions"]]))
+    assert prev in {r["arch"] for r in _csv(outputs2["front"])}
+
+
+def test_two_runs_give_identical_bytes(data, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    out_a, out_b = _run(data, a, data / "gen0.json"), _run(data, b, data / "gen0.json")
+    for key in ("metrics", "front", "op_stats", "space_state"):
+        assert out_a[key].read_bytes() == out_b[key].read_bytes(), key
+
+
+def test_unknown_method_is_an_error(data, tmp_path):
+    with pytest.raises(ValueError, match="unknown evolution method"):
+        evolve_space.run({}, {}, _params(), {"method": "autospace", "gen": "1"}, MemoryTracker())
+
+
+def test_alpha_drop_honours_protection():
+    active = [["a", "b", "c"], ["d", "e"]]
+    alive = np.ones((2, 3), dtype=bool)
+    alive[1, 2] = False
+    alpha = torch.tensor([[-1.0, -1.0, 0.5], [-2.0, 0.0, -9.0]])
+    drops: dict = {}
+    drop_candidates(alpha, alive, active, [{"b"}, set()], -0.5, drops, step=7)
+    assert alive.tolist() == [[False, True, True], [False, True, False]]
+    assert drops == {(0, 0): 7.0, (1, 0): 7.0}
+
+
+def test_flops_term_lowers_inclusion_probability(data):
+    state = initial_state(SPACE_CFG)
+    cfg = NSEConfig(**{**NSE, "flops_target": 1.0, "flops_lambda": 1.0, "drop_threshold": -100.0, "epochs": 3})
+    train, val = load_cls(data / "cls_train.npz"), load_cls(data / "cls_val.npz")
+    torch.manual_seed(0)
+    result = nse_round(
+        state, SPACE_CFG, train, val, cfg, SUPERNET, np.random.default_rng(0), make_generator(0, "t"), MemoryTracker()
+    )
+    probs = [e["mean_alpha_prob"] for e in result.epochs]
+    flops = [e["expected_flops"] for e in result.epochs]
+    assert probs[0] < 0.5 and probs[-1] < probs[0]
+    assert flops[-1] < flops[0]
+    assert result.summary["alpha_dropped"] == 0
+
+
+def test_band_sampling_and_front():
+    cfg = NSEConfig(flops_target=10.0, flops_band=0.3, front_samples=3, lower_band_samples=2)
+    cost = np.array([[1.0, 2.0, 4.0], [3.0, 5.0, 8.0]])
+
+    def flops(bits):
+        return (bits * cost).sum((-1, -2))
+
+    picks = sample_band_archs(np.full((2, 3), 0.5), flops, cfg, np.random.default_rng(0))
+    keys = [b.tobytes() for b, _, _ in picks]
+    assert len(keys) == len(set(keys)) == 5
+    for bits, band, in_band in picks:
+        f = flops(bits)
+        assert not in_band or (7 <= f <= 13 if band == "near" else 4 <= f < 7)
+
+    def row(f, a, band="near"):
+        return FrontRow(f"{f}-{a}", f, 0, a, band, [])
+
+    rows = [row(10, 50.0), row(12, 60.0), row(11, 55.0), row(13, 58.0), row(5, 56.0, "lower")]
+    # (10, 50) and (11, 55) are dominated by the cheaper lower-band arch; it never joins the front.
+    assert pareto_mask(rows) == [False, True, False, False, False]
+    assert pareto_mask([row(10, 50.0), row(5, 60.0, "lower")]) == [True, False]  # fallback: best other
+
+
+def test_cost_model_matches_space_flops():
+    space = MobileSpace(SPACE_CFG, initial_state(SPACE_CFG))
+    costs = CostModel(SPACE_CFG, space, SPACE_CFG["k"])
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        arch = space.sample(rng)
+        bits = np.asarray(arch, dtype=bool).reshape(space.num_positions, SPACE_CFG["k"])
+        assert costs.flops(bits) == space.flops(arch)
+    p = torch.full((space.num_positions, SPACE_CFG["k"]), 0.5)
+    mean = np.mean([space.flops(a) for a in _all_archs(space)])
+    assert float(costs.expected(p)) == pytest.approx(mean, rel=1e-5)
+
+
+def _all_archs(space):
+    n = len(space.decision_sizes)
+    return [tuple((m >> np.arange(n)) & 1) for m in range(2**n)]
