@@ -105,9 +105,7 @@ class SearchMethod:
         if d.get("method") != self.name:
             raise ValueError(f"state is for method {d.get('method')!r}, not {self.name!r}")
         if d.get("config") != self.config():
-            raise ValueError(
-                f"state was saved with config {d.get('config')}, this method has {self.config()}"
-            )
+            raise ValueError(f"state was saved with config {d.get('config')}, this method has {self.config()}")
         kind = type(self.rng.bit_generator).__name__
         if d["rng"].get("bit_generator") != kind:
             raise ValueError(f"state holds a {d['rng'].get('bit_generator')} rng state, this rng is {kind}")

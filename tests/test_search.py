@@ -1,0 +1,141 @@
+"""Stage `search` on a tiny supernet and tiny data; `TableEvaluator` on a small CSV."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from toy_space import ToySpace, score
+
+from nasstudy import evaluators
+from nasstudy.evaluators import TableEvaluator
+from nasstudy.spaces.mobile import MobileSpace, Supernet, initial_state
+from nasstudy.stages import search
+from nasstudy.tracking import MemoryTracker
+from nasstudy.training import save_checkpoint
+
+SPACE_CFG = {
+    "name": "mobile",
+    "stem_channels": 8,
+    "stages": [{"channels": 8, "positions": 1, "stride": 1}, {"channels": 16, "positions": 2, "stride": 2}],
+    "head_channels": 16,
+    "pool": ["mb3_e1", "mb3_e3", "mb5_e1"],
+    "k": 2,
+    "image_size": 16,
+    "num_classes": 3,
+}
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("inputs")
+    torch.manual_seed(0)
+    active = [p["active"] for p in initial_state(SPACE_CFG)["positions"]]
+    save_checkpoint(Supernet(SPACE_CFG, active).to_checkpoint(), root / "supernet.pt")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 64), ("val", 48)):
+        images = rng.integers(0, 256, size=(n, 16, 16, 3), dtype=np.uint8)
+        np.savez(root / f"cls_{split}.npz", images=images, labels=rng.integers(0, 3, size=n))
+    return {"cls_train": root / "cls_train.npz", "cls_val": root / "cls_val.npz", "supernet": root / "supernet.pt"}
+
+
+def params(budget: int, method: str = "rea") -> dict:
+    knobs = {"rea": {"population": 4, "tournament": 2}, "random": {}}[method]
+    return {
+        "seed": 0,
+        "study": "test",
+        "device": "cpu",
+        "threads": 1,
+        "space": SPACE_CFG,
+        "supernet": {"bn_recal_batches": 2, "batch_size": 16},
+        "search": {"budget": budget, method: knobs},
+    }
+
+
+def run_search(inputs, out_dir, budget: int, method: str = "rea") -> tuple[dict, MemoryTracker]:
+    outputs = {k: out_dir / f"{k}.{ext}" for k, ext in (("history", "csv"), ("best", "json"))}
+    outputs |= {"state": out_dir / "state.json", "metrics": out_dir / "metrics.json"}
+    tracker = MemoryTracker()
+    search.run(inputs, outputs, params(budget, method), {"space": "initial", "method": method}, tracker)
+    return outputs, tracker
+
+
+def read_rows(path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize("method", ["random", "rea"])
+def test_outputs_agree(inputs, tmp_path, method):
+    outputs, tracker = run_search(inputs, tmp_path, budget=12, method=method)
+    rows = read_rows(outputs["history"])
+    assert list(rows[0]) == search.HISTORY_COLUMNS
+    assert [int(r["query"]) for r in rows] == list(range(1, 13))
+    accs = [float(r["acc"]) for r in rows]
+    assert [float(r["best_acc"]) for r in rows] == list(np.maximum.accumulate(accs))
+    assert len({r["arch"] for r in rows}) == 12
+
+    best = json.loads(outputs["best"].read_text())
+    assert best["supernet_acc"] == max(accs)
+    assert best["queries"] == 12 and best["queries_to_best"] == accs.index(max(accs)) + 1
+    assert (best["space"], best["method"]) == ("initial", method)
+    row = rows[best["queries_to_best"] - 1]
+    assert row["arch"] == best["arch"] and int(row["flops"]) == best["flops"]
+    space = MobileSpace(SPACE_CFG, initial_state(SPACE_CFG))
+    arch = space.from_string(best["arch"])
+    assert best["ops"] == [list(o) for o in space.ops(arch)] and best["params"] == space.params(arch)
+
+    metrics = json.loads(outputs["metrics"].read_text())
+    assert metrics == {"best_acc": max(accs), "queries": 12, "queries_to_best": best["queries_to_best"]}
+    assert len(json.loads(outputs["state"].read_text())["method"]["history"]) == 12
+    curve = [(v, s) for k, v, s in tracker.metrics if k == "best_acc"]
+    assert [s for _, s in curve] == list(range(1, 13)) and curve[-1][0] == max(accs)
+
+
+def test_resume_continues_exactly(inputs, tmp_path, monkeypatch):
+    straight, _ = run_search(inputs, tmp_path / "straight", budget=20)
+    run_search(inputs, tmp_path / "resumed", budget=10)  # as if the job had died after 10 queries
+    calls = []
+    real = evaluators.score_arch
+    monkeypatch.setattr(evaluators, "score_arch", lambda *a, **k: calls.append(1) or real(*a, **k))
+    resumed, _ = run_search(inputs, tmp_path / "resumed", budget=20)
+    assert len(calls) == 10  # only the missing queries were scored
+    for key in ("history", "best", "state", "metrics"):
+        assert resumed[key].read_bytes() == straight[key].read_bytes(), key
+
+
+def test_broken_state_starts_afresh(inputs, tmp_path):
+    (tmp_path / "state.json").write_text("{not json")
+    outputs, _ = run_search(inputs, tmp_path, budget=3, method="random")
+    assert len(read_rows(outputs["history"])) == 3
+
+
+def test_table_evaluator(tmp_path):
+    space = ToySpace()
+    archs = [(0,) * 6, (2, 0, 1, 2, 2, 0), (1, 1, 1, 1, 1, 1)]
+    path = tmp_path / "table.csv"
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["arch", "valid_acc", "train_time", "flops"])
+        for a in archs:
+            writer.writerow([space.to_string(a), score(a)["acc"], 10 + sum(a), 1000 + 100 * sum(a)])
+
+    table = TableEvaluator(path, space, metric="valid_acc", cost="train_time")
+    m = table.evaluate(archs[1])
+    assert m["acc"] == score(archs[1])["acc"] and m["cost"] == 17.0
+    assert m["flops"] == 1700 and m["params"] == space.params(archs[1]) and np.isnan(m["loss"])
+    assert table.evaluate(list(archs[1])) == m and table.queries == 1  # a repeat costs nothing
+    table.evaluate(archs[0])
+    assert table.queries == 2
+    with pytest.raises(KeyError, match="2-2-2-2-2-2"):
+        table.evaluate((2,) * 6)
+    with pytest.raises(ValueError, match=r"\['test_acc'\]"):
+        TableEvaluator(path, space, metric="test_acc")
+    with pytest.raises(ValueError, match="latency"):
+        TableEvaluator(path, space, metric="valid_acc", cost="latency")
+    with pytest.raises(FileNotFoundError, match="missing.csv"):
+        TableEvaluator(tmp_path / "missing.csv", space, metric="valid_acc")
