@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -63,6 +64,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     return subprocess.call(cmd, env=env)
 
 
+def pending_jobs(dry_run_output: str) -> dict[str, int]:
+    """Jobs per rule from the 'Job stats' table of a Snakemake dry run (empty when nothing is to do)."""
+    counts: dict[str, int] = {}
+    for line in dry_run_output.splitlines():
+        m = re.match(r"^\s*(\w+)\s+(\d+)\s*$", line)
+        if m and m.group(1) not in ("all", "total") and m.group(1) not in counts:
+            counts[m.group(1)] = int(m.group(2))
+    return counts
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     params = Path(args.params) if args.params else None
     cfg = check_params(params)
@@ -74,15 +85,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     if out.returncode != 0:
         print(out.stderr.strip(), file=sys.stderr)
         return out.returncode
-    text = (out.stdout + out.stderr).strip()
-    if "Nothing to be done" in text or "job" not in text:
+    pending = pending_jobs(out.stdout + out.stderr)
+    if not pending:
         print("jobs:    all done, nothing to run")
     else:
-        lines = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith(("Building", "Assuming"))]
-        print("jobs pending (rule, count):")
-        for ln in lines:
-            if ln.split()[0] not in ("job", "---------------", "Job", "This", "total"):
-                print("   ", ln)
+        print(f"jobs:    {sum(pending.values())} pending: " + ", ".join(f"{r} {n}" for r, n in pending.items()))
     report = Path(f"results/{study}/report/summary.md")
     print(f"report:  {report if report.is_file() else '(not yet made)'}")
     if Path(".dvc").is_dir():
