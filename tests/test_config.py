@@ -114,3 +114,23 @@ def test_snakemake_rejects_bad_params_before_any_job(tmp_path: Path) -> None:
     assert "params error: search.methods[0] = 'nope' is not allowed; allowed: random, rea" in out.stderr
     assert "Traceback" not in out.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_schema_defaults_match_the_default_study() -> None:
+    """A key left out of a params file means the same as in params/default.yaml."""
+    from nasstudy.config import fill_defaults, schema
+
+    filled = fill_defaults({"space": {}}, schema())
+    mismatches = []
+
+    def walk(defaults: dict, values: dict, prefix: str = "") -> None:
+        for k, v in values.items():
+            if isinstance(v, dict):
+                walk(defaults.get(k, {}), v, f"{prefix}{k}.")
+            elif k in defaults and defaults[k] != v:
+                mismatches.append(f"{prefix}{k}: schema {defaults[k]!r} != default.yaml {v!r}")
+
+    cfg = default_cfg()
+    cfg.pop("study")
+    walk(filled, cfg)
+    assert mismatches == []
