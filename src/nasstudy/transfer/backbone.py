@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, FeaturePyramidNetwork, LastLevelMaxPool
+from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
 
 from nasstudy.spaces.mobile import build_net
 
@@ -39,8 +39,11 @@ def stage_strides(net: nn.Module, probe: int = 64) -> list[int]:
 class FPNBackbone(nn.Module):
     """Selected stages of `net.features` -> FPN maps (OrderedDict), the input torchvision heads take.
 
-    Stages with stride below `min_stride` are left out of the pyramid (too fine to pay for at 96 px);
-    `out_channels` and `strides` describe the levels returned, extra block included.
+    Stages with stride below `min_stride` are left out of the pyramid (too fine to pay for at 96 px).
+    With `freeze_early`, the stem and those stages are frozen (weights and BN statistics), as
+    torchvision freezes a ResNet's first layers for detection: they hold generic low-level filters
+    and, at full resolution, most of the backward cost. `out_channels` and `strides` describe the
+    levels returned, extra block included.
     """
 
     def __init__(
@@ -48,26 +51,51 @@ class FPNBackbone(nn.Module):
         net: nn.Module,
         fpn_channels: int = 32,
         min_stride: int = 4,
-        extra: ExtraFPNBlock | None = None,
+        extra: LastLevelMaxPool | None = None,
+        freeze_early: bool = True,
+        channels_last: bool = True,
     ) -> None:
         super().__init__()
         strides = stage_strides(net)
         keep = [i for i, s in enumerate(strides) if s >= min_stride] or [len(strides) - 1]
-        self.net = net
+        self.net = net.to(memory_format=torch.channels_last) if channels_last else net
+        self.channels_last = channels_last
         self.keep = keep
-        self.fpn = FeaturePyramidNetwork(
-            [int(net.feature_channels[i]) for i in keep], fpn_channels, extra_blocks=extra
-        )
+        self.frozen = early_modules(net, keep[0]) if freeze_early else []
+        for m in self.frozen:
+            m.requires_grad_(False)
+        self.fpn = FeaturePyramidNetwork([int(net.feature_channels[i]) for i in keep], fpn_channels, extra_blocks=extra)
         self.out_channels = fpn_channels
         self.strides = [strides[i] for i in keep]
-        if isinstance(extra, LastLevelMaxPool):
+        if extra is not None:  # one more level at twice the coarsest stride
             self.strides.append(self.strides[-1] * 2)
-        elif extra is not None:  # LastLevelP6P7
-            self.strides += [self.strides[-1] * 2, self.strides[-1] * 4]
+
+    def train(self, mode: bool = True) -> FPNBackbone:
+        """Frozen modules stay in eval mode: their BN statistics are the retrained ones."""
+        super().train(mode)
+        for m in self.frozen:
+            m.eval()
+        return self
 
     def forward(self, x: Tensor) -> OrderedDict[str, Tensor]:
+        if self.channels_last:  # depthwise convs run about twice as fast in NHWC on CPU
+            x = x.contiguous(memory_format=torch.channels_last)
         feats = self.net.features(x)
         return self.fpn(OrderedDict((str(i), feats[i]) for i in self.keep))
+
+
+def early_modules(net: nn.Module, first_kept: int) -> list[nn.Module]:
+    """The stem and the positions of the stages before `first_kept` (mobile nets: `stem`,
+    `positions`, `stage_ends`); an empty list for a net without that layout (nothing frozen)."""
+    if not all(hasattr(net, a) for a in ("stem", "positions", "stage_ends")):
+        return []
+    last = net.stage_ends[first_kept - 1] if first_kept > 0 else -1
+    return [net.stem, *list(net.positions)[: last + 1]]
+
+
+def backbone_kw(cfg: dict) -> dict:
+    """FPNBackbone's switches from a task's params section."""
+    return {"freeze_early": bool(cfg["freeze_early"]), "channels_last": bool(cfg["channels_last"])}
 
 
 def normalise(images: np.ndarray) -> Tensor:
@@ -91,6 +119,7 @@ def cosine_sgd(
     model: nn.Module, lr: float, steps: int, momentum: float = 0.9, weight_decay: float = 1e-4
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
     """SGD with momentum and a per-step cosine schedule, the same recipe for both tasks."""
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(trainable, lr=lr, momentum=momentum, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps))
     return opt, sched

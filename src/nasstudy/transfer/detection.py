@@ -21,7 +21,7 @@ from torchvision.models.detection.retinanet import RetinaNetHead
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from tqdm import tqdm
 
-from nasstudy.transfer.backbone import FPNBackbone, cosine_sgd, normalise, scene_batches
+from nasstudy.transfer.backbone import FPNBackbone, backbone_kw, cosine_sgd, normalise, scene_batches
 
 DETECTORS = ("fcos", "retinanet")
 # Knobs not in the params file (a params section may override them): small, because the default
@@ -31,6 +31,8 @@ DEFAULTS = {
     "head_convs": 2,  # FCOS tower depth (torchvision's RetinaNet head is fixed at 4)
     "score_thresh": 0.05,  # low, as for COCO evaluation: mAP needs the low-score tail
     "detections_per_img": 20,  # scenes hold at most a handful of objects
+    "freeze_early": True,  # stem + stages below the pyramid frozen (see FPNBackbone)
+    "channels_last": True,
     "weight_decay": 1e-4,
     "momentum": 0.9,
 }
@@ -43,7 +45,7 @@ def build_detector(
     cfg = {**DEFAULTS, **cfg}
     name = cfg.get("detector", "fcos")
     ch = int(cfg["fpn_channels"])
-    backbone = FPNBackbone(net, ch, min_stride=4, extra=LastLevelMaxPool())
+    backbone = FPNBackbone(net, ch, min_stride=4, extra=LastLevelMaxPool(), **backbone_kw(cfg))
     common = dict(
         min_size=int(cfg["min_size"]),
         max_size=int(cfg["max_size"]),
@@ -121,6 +123,9 @@ def train_detector(
             images = normalise(data["images"][idx])
             targets = scene_targets(data, idx)
             _flip(images, targets, rng.random(len(idx)) < 0.5)
+            # On CPU every op here is deterministic (seed_torch turns deterministic algorithms on).
+            # On CUDA the loss's index_put/scatter and the upsampling backward in the FPN are not,
+            # so GPU runs may differ in the last digits.
             parts = model(list(images.to(device)), _to(targets, device))
             loss = sum(parts.values())
             opt.zero_grad(set_to_none=True)
@@ -129,8 +134,8 @@ def train_detector(
             opt.step()
             sched.step()
             for k, v in parts.items():
-                sums[k] = sums.get(k, 0.0) + float(v)
-            sums["loss"] = sums.get("loss", 0.0) + float(loss)
+                sums[k] = sums.get(k, 0.0) + float(v.detach())
+            sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
         means = {f"train_{k}": v / len(batches) for k, v in sums.items()}
         tracker.log_metrics(means, step=epoch)
         losses.append(means["train_loss"])

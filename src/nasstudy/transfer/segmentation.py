@@ -19,7 +19,7 @@ from torchvision.models.segmentation.fcn import FCNHead
 from torchvision.models.segmentation.lraspp import LRASPPHead
 from tqdm import tqdm
 
-from nasstudy.transfer.backbone import FPNBackbone, cosine_sgd, normalise, scene_batches
+from nasstudy.transfer.backbone import FPNBackbone, backbone_kw, cosine_sgd, normalise, scene_batches
 
 HEADS = ("fcn", "deeplabv3", "lraspp")
 # Knobs not in the params file (a params section may override them), sized for 96-px scenes on CPU.
@@ -29,6 +29,8 @@ DEFAULTS = {
     # 24-px map at stride 4 wants smaller rates, and 256 channels would dwarf the backbone.
     "aspp_channels": 32,
     "atrous_rates": (2, 4, 6),
+    "freeze_early": True,  # stem + stages below the pyramid frozen (see FPNBackbone)
+    "channels_last": True,
     "weight_decay": 1e-4,
     "momentum": 0.9,
 }
@@ -53,7 +55,7 @@ class SegmentationNet(nn.Module):
         cfg = {**DEFAULTS, **cfg}
         self.head_name = cfg.get("head", "fcn")
         ch = int(cfg["fpn_channels"])
-        self.backbone = FPNBackbone(net, ch, min_stride=4, extra=None)
+        self.backbone = FPNBackbone(net, ch, min_stride=4, extra=None, **backbone_kw(cfg))
         if self.head_name == "fcn":
             self.head: nn.Module = FCNHead(ch, num_classes)
         elif self.head_name == "deeplabv3":
@@ -114,7 +116,7 @@ def train_segmenter(
             loss.backward()
             opt.step()
             sched.step()
-            total += float(loss)
+            total += float(loss.detach())
         losses.append(total / len(batches))
         tracker.log_metrics({"train_loss": losses[-1]}, step=epoch)
     return losses
