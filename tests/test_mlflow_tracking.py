@@ -27,7 +27,7 @@ def test_parent_run_is_created_once_and_reused(cfg: dict, tmp_path: Path) -> Non
     mt.finish_study_run(cfg, success=True)
     run = mt.client_for(cfg).get_run(first)
     assert run.info.status == "FINISHED"
-    assert run.data.params["search.budget"] == "60"
+    assert run.data.params["search.budget"] == "50"
 
 
 def test_job_run_nests_under_parent_with_tags_and_metrics(cfg: dict, tmp_path: Path) -> None:
