@@ -8,7 +8,12 @@ rule retrain:
         model=f"{RES}/retrain/{{space}}/{{method}}/model.pt",
         metrics=f"{RES}/retrain/{{space}}/{{method}}/metrics.json",
         timing=f"{RES}/retrain/{{space}}/{{method}}/timing.json",
-        curve=f"{RES}/retrain/{{space}}/{{method}}/curve.csv",
+        curve=report(
+            f"{RES}/retrain/{{space}}/{{method}}/curve.csv",
+            caption="../workflow/report/retrain.rst",
+            category="Retrain",
+            subcategory="{space} / {method}",
+        ),
     params:
         cfg=stage_params("space", "retrain"),
         code=code_hash("stages/retrain.py", "spaces", "training.py"),

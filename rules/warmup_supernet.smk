@@ -6,7 +6,12 @@ rule warmup_supernet:
     output:
         supernet=f"{RES}/supernet/{{space}}/supernet.pt",
         metrics=f"{RES}/supernet/{{space}}/metrics.json",
-        random_archs=f"{RES}/supernet/{{space}}/random_archs.csv",
+        random_archs=report(
+            f"{RES}/supernet/{{space}}/random_archs.csv",
+            caption="../workflow/report/supernet.rst",
+            category="Supernet",
+            subcategory="{space}",
+        ),
     params:
         cfg=stage_params("space", "supernet"),
         code=code_hash("stages/warmup_supernet.py", "spaces", "training.py"),
