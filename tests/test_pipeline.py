@@ -15,6 +15,15 @@ def test_stage_params_hold_only_the_named_sections() -> None:
     assert "image_size" not in cfg["space"]  # the config itself is not modified
 
 
+def test_stage_params_do_not_depend_on_key_order() -> None:
+    cfg = load_params()
+    reordered = {k: cfg[k] for k in reversed(list(cfg))}
+    reordered["search"] = {k: cfg["search"][k] for k in reversed(list(cfg["search"]))}
+    a = pipeline.stage_params(cfg, "space", search=cfg["search"])
+    b = pipeline.stage_params(reordered, "space", search=reordered["search"])
+    assert repr(a) == repr(b)
+
+
 def test_code_hash_changes_with_the_code(tmp_path, monkeypatch) -> None:
     (tmp_path / "utils.py").write_text("a = 1\n")
     (tmp_path / "tracking.py").write_text("")

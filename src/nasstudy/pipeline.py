@@ -28,7 +28,17 @@ def stage_params(config: dict, *sections: str, **extra: object) -> dict:
     if "space" in params:
         params["space"]["image_size"] = config["data"]["image_size"]
         params["space"]["num_classes"] = config["data"]["num_classes"]
-    return params
+    return sorted_keys(params)
+
+
+def sorted_keys(obj: object) -> object:
+    """Mappings with their keys sorted, recursively: Snakemake compares params as text, so the
+    order of keys in a params file must not decide whether a job reruns."""
+    if isinstance(obj, dict):
+        return {k: sorted_keys(obj[k]) for k in sorted(obj)}
+    if isinstance(obj, list):
+        return [sorted_keys(v) for v in obj]
+    return obj
 
 
 def code_hash(*paths: str) -> str:
