@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # (params overlay, expected substring of the one-line message)
 BAD = [
-    ({"search": {"methods": ["random", "gradient_magic"]}}, "search.methods[1] = 'gradient_magic' is not allowed; allowed: random, rea"),
+    ({"search": {"methods": ["random", "gradient_magic"]}}, "search.methods[1] = 'gradient_magic' is not allowed; allowed: random, rea, weaknas, ganas"),
     ({"retrain": {"epochs": -3}}, "retrain.epochs = -3 is out of range: must be >= 1"),
     ({"supernet": {"lr": "fast"}}, "supernet.lr = 'fast' has the wrong type: expected number, got str"),
     ({"supernet": {"epochs": 2.5}}, "supernet.epochs = 2.5 has the wrong type: expected integer"),

@@ -44,7 +44,12 @@ def inputs(tmp_path_factory):
 
 
 def params(budget: int, method: str = "rea") -> dict:
-    knobs = {"rea": {"population": 4, "tournament": 2}, "random": {}}[method]
+    knobs = {
+        "rea": {"population": 4, "tournament": 2},
+        "random": {},
+        "weaknas": {"initial": 4, "batch": 4, "top_m": 10, "candidates": 200},
+        "ganas": {"initial": 4, "batch": 4, "top_k": 2},
+    }[method]
     return {
         "seed": 0,
         "study": "test",
@@ -69,7 +74,7 @@ def read_rows(path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-@pytest.mark.parametrize("method", ["random", "rea"])
+@pytest.mark.parametrize("method", ["random", "rea", "weaknas", "ganas"])
 def test_outputs_agree(inputs, tmp_path, method):
     outputs, tracker = run_search(inputs, tmp_path, budget=12, method=method)
     rows = read_rows(outputs["history"])

@@ -7,12 +7,18 @@ import inspect
 import numpy as np
 
 from nasstudy.methods.base import Arch, SearchMethod, Space
+from nasstudy.methods.ganas import GANAS
 from nasstudy.methods.random_search import RandomSearch
 from nasstudy.methods.rea import RegularizedEvolution
+from nasstudy.methods.relativenas import RelativeNAS
+from nasstudy.methods.weaknas import WeakNAS
 
 METHODS: dict[str, type[SearchMethod]] = {
     RandomSearch.name: RandomSearch,
     RegularizedEvolution.name: RegularizedEvolution,
+    RelativeNAS.name: RelativeNAS,
+    GANAS.name: GANAS,
+    WeakNAS.name: WeakNAS,
 }
 
 
