@@ -17,7 +17,8 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-SCHEMA_PATH = PROJECT_ROOT / "workflow" / "schemas" / "params.schema.yaml"
+SCHEMAS = PROJECT_ROOT / "workflow" / "schemas"
+SCHEMA_PATH = SCHEMAS / "params.schema.yaml"
 DEFAULT_PARAMS = PROJECT_ROOT / "params" / "default.yaml"
 
 
@@ -26,8 +27,9 @@ class ParamsError(ValueError):
 
 
 @cache
-def schema() -> dict:
-    with open(SCHEMA_PATH) as f:
+def schema(name: str = "params") -> dict:
+    """workflow/schemas/<name>.schema.yaml: `params` for a study, `bench` for a tabular benchmark."""
+    with open(SCHEMAS / f"{name}.schema.yaml") as f:
         return yaml.safe_load(f)
 
 
@@ -69,15 +71,16 @@ def load_params(path: str | Path | None = None) -> dict:
     return validate(cfg)
 
 
-def validate(cfg: dict) -> dict:
+def validate(cfg: dict, schema_name: str = "params") -> dict:
     """Return `cfg` with the schema's defaults filled in, or raise ParamsError naming the first problem."""
-    validator = Draft202012Validator(schema())
+    validator = Draft202012Validator(schema(schema_name))
     errors = sorted(validator.iter_errors(cfg), key=lambda e: (list(map(str, e.absolute_path)), e.validator))
     if errors:
         more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
         raise ParamsError(describe(errors[0]) + more)
-    cfg = fill_defaults(copy.deepcopy(cfg), schema())
-    check_consistency(cfg)
+    cfg = fill_defaults(copy.deepcopy(cfg), schema(schema_name), schema(schema_name))
+    if schema_name == "params":
+        check_consistency(cfg)
     return cfg
 
 
@@ -118,7 +121,7 @@ def describe(e: ValidationError) -> str:
     return f"{key} = {value!r}: {e.message}"
 
 
-def fill_defaults(cfg: Any, sch: dict) -> Any:
+def fill_defaults(cfg: Any, sch: dict, root: dict | None = None) -> Any:
     """Fill `default`s from the schema into mappings, recursively (what snakemake's validate does)."""
     if not isinstance(cfg, dict):
         return cfg
@@ -126,13 +129,13 @@ def fill_defaults(cfg: Any, sch: dict) -> Any:
     for sub in sch.get("allOf", []):
         ref = sub.get("$ref", "")
         if ref.startswith("#/definitions/"):
-            for k, s in schema()["definitions"][ref.split("/")[-1]].get("properties", {}).items():
+            for k, s in (root or schema())["definitions"][ref.split("/")[-1]].get("properties", {}).items():
                 props.setdefault(k, s)
     for k, s in props.items():
         if k not in cfg and "default" in s:
             cfg[k] = copy.deepcopy(s["default"])
         if k in cfg:
-            cfg[k] = fill_defaults(cfg[k], s)
+            cfg[k] = fill_defaults(cfg[k], s, root)
     return cfg
 
 

@@ -98,9 +98,12 @@ class TableEvaluator(Evaluator):
     """Look-up in a benchmark CSV (NAS-Bench-201 style): an `arch` column of the space's canonical
     strings plus metric columns. `metric` becomes `acc`; `loss`, `flops` and `params` come from
     columns of those names when the table has them, else `loss` is NaN and the costs come from the
-    space; `cost` (a column name) is returned as `cost` too."""
+    space; `cost` (a column name) is returned as `cost` too; `loss` names the column read as `loss`
+    (e.g. NAS-Bench-201's `cifar10_valid_loss`)."""
 
-    def __init__(self, csv_path: str | Path, space: Space, metric: str, cost: str | None = None) -> None:
+    def __init__(
+        self, csv_path: str | Path, space: Space, metric: str, cost: str | None = None, loss: str | None = None
+    ) -> None:
         super().__init__()
         path = Path(csv_path)
         if not path.is_file():
@@ -108,12 +111,13 @@ class TableEvaluator(Evaluator):
         with open(path, newline="") as f:
             reader = csv.DictReader(f)
             columns = list(reader.fieldnames or [])
-            wanted = ["arch", metric] + ([cost] if cost else [])
+            wanted = ["arch", metric] + ([cost] if cost else []) + ([loss] if loss else [])
             missing = [c for c in wanted if c not in columns]
             if missing:
                 raise ValueError(f"table {path} lacks column(s) {missing}; it has {columns}")
             self.rows = {row["arch"]: row for row in reader}
         self.path, self.space, self.metric, self.cost = path, space, metric, cost
+        self.loss = loss or "loss"
 
     def _evaluate(self, arch: Arch) -> dict:
         key = self.space.to_string(arch)
@@ -122,7 +126,7 @@ class TableEvaluator(Evaluator):
             raise KeyError(f"arch {key} is not in table {self.path}")
         out: dict[str, Any] = {
             "acc": float(row[self.metric]),
-            "loss": float(row["loss"]) if "loss" in row else math.nan,
+            "loss": float(row[self.loss]) if self.loss in row else math.nan,
             "flops": _number(row["flops"]) if "flops" in row else self.space.flops(arch),
             "params": _number(row["params"]) if "params" in row else self.space.params(arch),
         }

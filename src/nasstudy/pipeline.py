@@ -25,7 +25,7 @@ def stage_params(config: dict, *sections: str, **extra: object) -> dict:
     for name in sections:
         params[name] = copy.deepcopy(config[name])
     params.update(copy.deepcopy(extra))
-    if "space" in params:
+    if "space" in params and "data" in config:
         params["space"]["image_size"] = config["data"]["image_size"]
         params["space"]["num_classes"] = config["data"]["num_classes"]
     return sorted_keys(params)

@@ -1,0 +1,108 @@
+"""bench_search: one search method, one seed, against a lookup table (NAS-Bench-201 style).
+
+Counts the queries until an arch with the best search-metric value is queried (ties count as
+found) and, for methods with a predictor (WeakNAS), also until the predictor's top-1 is such an
+arch, which the authors count as found without charging a query. The run stops once the target is
+found (both ways) or the budget is spent; what a method would pick at each budget is the arch with
+the best search metric so far, and its report metric is what the summary shows.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import sys
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from nasstudy.evaluators import TableEvaluator
+from nasstudy.methods import make_method
+from nasstudy.spaces import make_space
+from nasstudy.tracking import Tracker
+from nasstudy.utils import atomic_write_bytes, make_rng, seed_torch, write_json
+
+STAGE = "bench_search"
+BATCH = 10
+MAX_ASKS_PER_QUERY = 50  # a method that keeps proposing seen archs stops here instead of looping
+
+
+def targets(evaluator: TableEvaluator, space, metric: str) -> set[tuple[int, ...]]:
+    """Every arch of the space whose search metric equals the best (ties are all targets)."""
+    values = {arch: float(evaluator.rows[space.to_string(arch)][metric]) for arch in space.enumerate()}
+    best = max(values.values())
+    return {a for a, v in values.items() if v == best}
+
+
+def run(inputs: dict[str, Path], outputs: dict[str, Path], params: dict, wildcards: dict[str, str],
+        tracker: Tracker) -> None:  # fmt: skip
+    method_name, run_seed = wildcards["method"], int(wildcards["run"])
+    seed_torch(params["seed"], STAGE, method_name, run_seed, threads=params["threads"])
+    rng = make_rng(params["seed"], STAGE, method_name, run_seed)
+    space = make_space(params["space"], None)
+    evaluator = TableEvaluator(params["table"], space, params["search_metric"], loss=params.get("loss_metric"))
+    goal = targets(evaluator, space, params["search_metric"])
+    spec = params["methods"][method_name]
+    budget = min(int(spec["budget"]), len(space.enumerate()))
+    method = make_method(method_name, space, spec.get("params", {}), rng)
+    report = params["report_metric"]
+
+    rows, best_search, pick_report = [], float("-inf"), float("nan")
+    found_at = found_pred_at = None
+    asks, start = 0, time.perf_counter()
+    has_predictor = hasattr(method, "predicted_best")
+
+    def done() -> bool:
+        return found_at is not None and (found_pred_at is not None or not has_predictor)
+
+    with tqdm(total=budget, desc=f"{method_name} #{run_seed}", file=sys.stderr, mininterval=5) as bar:
+        while evaluator.queries < budget and not done():
+            archs = method.ask(min(BATCH, budget - evaluator.queries))
+            asks += len(archs)
+            metrics = []
+            for arch in archs:
+                before = evaluator.queries
+                m = evaluator.evaluate(arch)
+                metrics.append(m)
+                if evaluator.queries == before:
+                    continue  # a repeat: free, not a new query
+                row = evaluator.rows[space.to_string(arch)]
+                if m["acc"] > best_search:
+                    best_search, pick_report = m["acc"], float(row[report])
+                if found_at is None and tuple(arch) in goal:
+                    found_at = evaluator.queries
+                rows.append((evaluator.queries, space.to_string(arch), m["acc"], float(row[report]), best_search,
+                             pick_report))  # fmt: skip
+                bar.update(1)
+            method.tell(archs, metrics)
+            predicted = method.predicted_best() if has_predictor else None
+            if found_pred_at is None and predicted is not None and tuple(predicted) in goal:
+                found_pred_at = evaluator.queries
+            if asks > MAX_ASKS_PER_QUERY * max(budget, 1):
+                break
+    seconds = time.perf_counter() - start
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["query", "arch", "search_acc", "report_acc", "best_search_acc", "pick_report_acc"])
+    writer.writerows(rows)
+    atomic_write_bytes(outputs["history"], buf.getvalue().encode())
+    found = [x for x in (found_at, found_pred_at) if x is not None]
+    picks = {str(b): (rows[min(b, len(rows)) - 1][5] if rows else None) for b in params["budgets"]}
+    result = {
+        "method": method_name,
+        "run": run_seed,
+        "budget": budget,
+        "queries": evaluator.queries,
+        "targets": len(goal),
+        "found_at": found_at,
+        "found_at_or_predicted": min(found) if found else None,
+        "best_search_acc": best_search,
+        "pick_report_acc": pick_report,
+        "pick_report_acc_at": picks,
+    }
+    write_json(outputs["result"], result)
+    write_json(outputs["timing"], {"seconds": round(seconds, 3)})
+    tracker.log_metrics({k: float(v) for k, v in result.items() if isinstance(v, (int, float)) and v is not None})
+    tracker.log_metric("seconds", seconds)

@@ -1,0 +1,145 @@
+"""bench_summary: per method, how many queries until the best arch is found, and what it picks.
+
+Runs that never find the target within their budget are counted and shown, not dropped: the mean
+and median are given over the runs that found it, and a lower bound of the mean counting every
+miss as budget + 1 queries. For methods with a predictor the authors' count (queried or predicted
+top-1) is given beside the plain one.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+
+from nasstudy.tracking import Tracker
+from nasstudy.utils import atomic_write_bytes, read_json, write_json
+
+
+def stats(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"mean": None, "median": None, "std": None}
+    a = np.asarray(values, dtype=float)
+    return {"mean": round(float(a.mean()), 2), "median": round(float(np.median(a)), 2),
+            "std": round(float(a.std(ddof=1)), 2) if len(a) > 1 else 0.0}  # fmt: skip
+
+
+def summarise(results: list[dict], timings: list[dict], budgets: list[int]) -> list[dict]:
+    """One row per method."""
+    by_method: dict[str, list[tuple[dict, dict]]] = {}
+    for r, t in zip(results, timings):
+        by_method.setdefault(r["method"], []).append((r, t))
+    rows = []
+    for method, runs in by_method.items():
+        row: dict = {"method": method, "runs": len(runs)}
+        for key, label in (("found_at", ""), ("found_at_or_predicted", "_or_predicted")):
+            found = [r[key] for r, _ in runs if r[key] is not None]
+            row[f"found{label}"] = len(found)
+            row[f"missed{label}"] = len(runs) - len(found)
+            for k, v in stats(found).items():
+                row[f"queries{label}_{k}"] = v
+            bound = [r[key] if r[key] is not None else r["budget"] + 1 for r, _ in runs]
+            row[f"queries{label}_mean_with_misses"] = stats(bound)["mean"]
+        for b in budgets:
+            picks = [r["pick_report_acc_at"].get(str(b)) for r, _ in runs]
+            picks = [p for p in picks if p is not None]
+            s = stats(picks)
+            row[f"report_acc_at_{b}"], row[f"report_acc_at_{b}_std"] = s["mean"], s["std"]
+        row["budget"] = max(r["budget"] for r, _ in runs)
+        row["seconds_mean"] = round(float(np.mean([t["seconds"] for _, t in runs])), 3)
+        row["seconds_total"] = round(float(np.sum([t["seconds"] for _, t in runs])), 1)
+        rows.append(row)
+    return rows
+
+
+def curves_plot(path: Path, histories: dict[str, list[Path]], max_query: int) -> None:
+    """Best-so-far report metric of the picked arch vs queries: median and 25-75% band per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 5), dpi=100)
+    ax = fig.add_subplot()
+    grid = np.unique(np.geomspace(1, max_query, 200).astype(int))
+    for method, files in sorted(histories.items()):
+        curves = []
+        for f in files:
+            data = np.genfromtxt(f, delimiter=",", names=True, dtype=None, encoding=None)
+            data = np.atleast_1d(data)
+            if len(data) == 0:
+                continue
+            q, pick = data["query"].astype(int), data["pick_report_acc"].astype(float)
+            idx = np.searchsorted(q, grid, side="right") - 1
+            curves.append(np.where(idx >= 0, pick[np.clip(idx, 0, None)], np.nan))
+        if not curves:
+            continue
+        c = np.vstack(curves)
+        with np.errstate(all="ignore"):
+            med, lo, hi = (np.nanpercentile(c, p, axis=0) for p in (50, 25, 75))
+        ax.plot(grid, med, label=f"{method} (n={len(curves)})")
+        ax.fill_between(grid, lo, hi, alpha=0.2)
+    ax.set_xscale("log")
+    ax.set_xlabel("queries")
+    ax.set_ylabel("report metric of the picked arch (median, 25-75%)")
+    ax.set_title("Best-so-far on the table")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def markdown(rows: list[dict], budgets: list[int], params: dict) -> str:
+    def fmt(v) -> str:
+        return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:g}"
+
+    lines = [
+        f"# Tabular benchmark: {params['study']}",
+        "",
+        f"Table `{params['table']}`; methods search on `{params['search_metric']}`, the picked arch is reported "
+        f"on `{params['report_metric']}`. Queries until an arch with the best `{params['search_metric']}` is "
+        "queried: mean / median / std over the runs that found it; `found` = runs that found it within the "
+        "budget; `mean with misses` counts each miss as budget + 1 (a lower bound). `or predicted`: found when "
+        "queried or when the predictor's top-1 (not charged; WeakNAS's count).",
+        "",
+        "| method | runs | found | mean | median | std | mean with misses | found (or predicted) | mean (or predicted) "
+        "| median (or predicted) | " + " | ".join(f"acc@{b}" for b in budgets) + " | s/run |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(budgets) + "---:|",
+    ]
+    for r in rows:
+        cells = [r["method"], r["runs"], f"{r['found']}/{r['runs']}", r["queries_mean"], r["queries_median"],
+                 r["queries_std"], r["queries_mean_with_misses"], f"{r['found_or_predicted']}/{r['runs']}",
+                 r["queries_or_predicted_mean"], r["queries_or_predicted_median"]]  # fmt: skip
+        cells += [r[f"report_acc_at_{b}"] for b in budgets] + [r["seconds_mean"]]
+        lines.append("| " + " | ".join(c if isinstance(c, str) else fmt(c) for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def run(inputs: dict[str, Path], outputs: dict[str, Path], params: dict, wildcards: dict[str, str],
+        tracker: Tracker) -> None:  # fmt: skip
+    results = [read_json(p) for p in inputs["results"]]
+    timings = [read_json(p) for p in inputs["timings"]]
+    budgets = list(params["budgets"])
+    rows = summarise(results, timings, budgets)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_bytes(outputs["summary_csv"], buf.getvalue().encode())
+    atomic_write_bytes(outputs["summary_md"], markdown(rows, budgets, params).encode())
+    write_json(outputs["summary_json"], rows)
+    histories: dict[str, list[Path]] = {}
+    for r, h in zip(results, inputs["histories"]):
+        histories.setdefault(r["method"], []).append(Path(h))
+    curves_plot(outputs["curves_plot"], histories, max(max(budgets), 1))
+    for r in rows:
+        tracker.log_metrics({f"{r['method']}/found": r["found"], f"{r['method']}/runs": r["runs"]})
+        if r["queries_mean"] is not None:
+            tracker.log_metric(f"{r['method']}/queries_mean", r["queries_mean"])
+    tracker.log_artifact(outputs["summary_md"])
+    tracker.log_artifact(outputs["curves_plot"])

@@ -1,0 +1,118 @@
+"""The tabular benchmark: one (method, seed) run against a table, the summary, and the Snakemake target."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from nasstudy.spaces.nb201 import arch_string
+from nasstudy.stages import bench_search, bench_summary
+from nasstudy.tracking import MemoryTracker
+
+ROOT = Path(__file__).resolve().parents[1]
+OPS = ["nor_conv_3x3", "skip_connect", "avg_pool_3x3"]
+
+
+def write_table(path: Path) -> str:
+    """A smooth synthetic table over the 3^6 subspace; returns the unique best arch string."""
+    rng = np.random.default_rng(0)
+    weights = rng.normal(size=(6, 3))
+    rows = []
+    for choice in itertools.product(range(3), repeat=6):
+        s = arch_string([OPS[c] for c in choice])
+        score = float(sum(weights[e, c] for e, c in enumerate(choice)))
+        rows.append({"arch": s, "valid": 80 + score, "test": 79 + score + rng.normal(0, 0.1),
+                     "loss": 1 - score / 10})  # fmt: skip
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return max(rows, key=lambda r: r["valid"])["arch"]
+
+
+def bench_params(table: Path, methods: dict) -> dict:
+    return {"seed": 0, "study": "b", "device": "cpu", "threads": 1, "table": str(table),
+            "space": {"name": "nb201", "initial_ops": OPS}, "search_metric": "valid", "report_metric": "test",
+            "loss_metric": "loss", "budgets": [5, 20, 100], "methods": methods}  # fmt: skip
+
+
+def run_one(tmp_path: Path, method: str, spec: dict, run: int = 0) -> dict:
+    table = tmp_path / "table.csv"
+    if not table.exists():
+        tmp_path.mkdir(parents=True, exist_ok=True)
+        write_table(table)
+    out = {k: tmp_path / method / str(run) / f"{k}.{ext}"
+           for k, ext in (("history", "csv"), ("result", "json"), ("timing", "json"))}  # fmt: skip
+    bench_search.run({}, out, bench_params(table, {method: spec}), {"method": method, "run": str(run)},
+                     MemoryTracker())  # fmt: skip
+    return {**out, "data": json.loads(out["result"].read_text())}
+
+
+@pytest.mark.parametrize("method", ["random", "rea", "weaknas", "ganas", "relativenas"])
+def test_each_method_finds_the_best_arch_of_a_small_table(tmp_path: Path, method: str) -> None:
+    knobs = {"rea": {"population": 10, "tournament": 3}, "weaknas": {"top_m": 20}, "ganas": {"initial": 10},
+             "relativenas": {"population": 10}}.get(method, {})  # fmt: skip
+    out = run_one(tmp_path, method, {"budget": 729, "params": knobs})
+    r = out["data"]
+    assert r["targets"] == 1
+    assert r["found_at"] is not None and r["found_at"] <= r["queries"] <= 729
+    history = list(csv.DictReader(open(out["history"])))
+    assert [int(h["query"]) for h in history] == list(range(1, r["queries"] + 1))  # only new archs count
+    assert float(history[-1]["best_search_acc"]) == max(float(h["search_acc"]) for h in history)
+    assert r["pick_report_acc_at"]["5"] == float(history[4]["pick_report_acc"])
+
+
+def test_budget_stops_a_run_and_a_miss_is_recorded(tmp_path: Path) -> None:
+    r = run_one(tmp_path, "random", {"budget": 3})["data"]
+    assert r["queries"] == 3
+    assert r["found_at"] is None or r["found_at"] <= 3
+
+
+def test_same_seed_same_run(tmp_path: Path) -> None:
+    a = run_one(tmp_path / "a", "weaknas", {"budget": 100, "params": {"top_m": 20}})
+    b = run_one(tmp_path / "b", "weaknas", {"budget": 100, "params": {"top_m": 20}})
+    assert a["history"].read_bytes() == b["history"].read_bytes()
+    assert a["data"] == b["data"]
+
+
+def test_summary_counts_misses_and_gives_both_counts(tmp_path: Path) -> None:
+    results = [
+        {"method": "m", "budget": 10, "found_at": 4, "found_at_or_predicted": 2, "pick_report_acc_at": {"5": 1.0}},
+        {"method": "m", "budget": 10, "found_at": None, "found_at_or_predicted": 8, "pick_report_acc_at": {"5": 3.0}},
+    ]
+    rows = bench_summary.summarise(results, [{"seconds": 1.0}, {"seconds": 3.0}], [5])
+    row = rows[0]
+    assert (row["found"], row["missed"], row["queries_mean"]) == (1, 1, 4.0)
+    assert row["queries_mean_with_misses"] == 7.5  # the miss counts as budget + 1
+    assert (row["found_or_predicted"], row["queries_or_predicted_mean"]) == (2, 5.0)
+    assert row["report_acc_at_5"] == 2.0 and row["seconds_total"] == 4.0
+
+
+@pytest.mark.slow
+def test_benchmark_target_runs_every_method_and_seed(tmp_path: Path) -> None:
+    table = tmp_path / "table.csv"
+    write_table(table)
+    params = {"study": "tinybench", "table": str(table), "seeds": 2, "budgets": [5, 50],
+              "space": {"initial_ops": OPS}, "search_metric": "valid", "report_metric": "test", "loss_metric": "loss",
+              "methods": {"random": {"budget": 729}, "rea": {"budget": 200, "params": {"population": 10}},
+                          "weaknas": {"budget": 200, "params": {"top_m": 20}}}}  # fmt: skip
+    (tmp_path / "bench.yaml").write_text(yaml.safe_dump(params))
+    out = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-s", str(ROOT / "workflow" / "bench_nb201.smk"), "--cores", "2",
+         "--configfile", str(tmp_path / "bench.yaml")],
+        cwd=tmp_path, capture_output=True, text=True,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = list(csv.DictReader(open(tmp_path / "results/tinybench/summary.csv")))
+    assert [r["method"] for r in summary] == ["random", "rea", "weaknas"]
+    assert all(r["runs"] == "2" for r in summary)
+    assert (tmp_path / "results/tinybench/curves.png").stat().st_size > 1000
+    assert len(list((tmp_path / "results/tinybench/runs").rglob("result.json"))) == 6

@@ -1,0 +1,91 @@
+# Tabular benchmark: every search method x seeds against a NAS-Bench-201-style lookup table.
+#   snakemake -s workflow/bench_nb201.smk --cores all [--configfile params/my-bench.yaml]
+# Each (method, seed) is its own job: Snakemake runs them in parallel and resumes after a crash.
+import sys
+
+from nasstudy import config as nasconfig
+from nasstudy import pipeline
+
+
+# A bench params file stands alone (no overlay): --configfile FILE, or params/bench-nb201.yaml.
+try:
+    if not config:
+        config.update(nasconfig.read_yaml(f"{workflow.basedir}/../params/bench-nb201.yaml"))
+    config.update(nasconfig.validate(dict(config), "bench"))
+except nasconfig.ParamsError as err:
+    print(f"params error: {err}", file=sys.stderr)
+    sys.exit(1)
+
+RES = f"results/{config['study']}"
+RUNS = range(config["seeds"])
+METHODS = list(config["methods"])
+RUNNER = "scripts/run_stage.py"
+
+
+wildcard_constraints:
+    method="[a-z0-9_]+",
+    run="[0-9]+",
+
+
+onstart:
+    pipeline.on_start(config)
+
+
+onsuccess:
+    pipeline.on_finish(config, success=True)
+
+
+onerror:
+    pipeline.on_finish(config, success=False)
+
+
+rule all:
+    input:
+        f"{RES}/summary.md",
+    default_target: True
+
+
+rule bench_search:
+    input:
+        table=config["table"],
+    output:
+        history=f"{RES}/runs/{{method}}/{{run}}/history.csv",
+        result=f"{RES}/runs/{{method}}/{{run}}/result.json",
+        timing=f"{RES}/runs/{{method}}/{{run}}/timing.json",
+    params:
+        cfg=lambda w: pipeline.stage_params(
+            config,
+            "space",
+            "budgets",
+            "search_metric",
+            "report_metric",
+            "loss_metric",
+            table=config["table"],
+            methods={w.method: config["methods"][w.method]},
+        ),
+        code=pipeline.code_hash("stages/bench_search.py", "methods", "evaluators.py", "spaces/nb201.py"),
+    log:
+        f"logs/{config['study']}/bench_search/{{method}}/{{run}}.log",
+    threads: 1
+    script:
+        RUNNER
+
+
+rule bench_summary:
+    input:
+        results=expand(f"{RES}/runs/{{method}}/{{run}}/result.json", method=METHODS, run=RUNS),
+        timings=expand(f"{RES}/runs/{{method}}/{{run}}/timing.json", method=METHODS, run=RUNS),
+        histories=expand(f"{RES}/runs/{{method}}/{{run}}/history.csv", method=METHODS, run=RUNS),
+    output:
+        summary_csv=f"{RES}/summary.csv",
+        summary_md=f"{RES}/summary.md",
+        summary_json=f"{RES}/summary.json",
+        curves_plot=f"{RES}/curves.png",
+    params:
+        cfg=pipeline.stage_params(config, "budgets", "search_metric", "report_metric", table=config["table"]),
+        code=pipeline.code_hash("stages/bench_summary.py"),
+    log:
+        f"logs/{config['study']}/bench_summary.log",
+    threads: 1
+    script:
+        RUNNER
