@@ -63,7 +63,7 @@ def net_config(space_cfg: dict) -> tuple[int, int, int, int]:
 
 def initial_state(space_cfg: dict) -> dict:
     """Every edge starts with `initial_ops` active (default: all 5 ops), the other ops queued."""
-    active = list(space_cfg.get("initial_ops", OPS))
+    active = list(space_cfg.get("initial_ops") or OPS)  # null (the params default) = every op
     _check_active(active, "initial_ops")
     return {"edges": [{"active": list(active), "queue": [op for op in OPS if op not in active]} for _ in EDGES]}
 
