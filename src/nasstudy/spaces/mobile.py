@@ -24,6 +24,7 @@ from nasstudy.spaces.mobile_ops import (
     position_cost,
     stem_and_head,
 )
+from nasstudy.spaces.shared_weights import SharedWeights
 
 Arch = tuple[int, ...]
 Ops = Sequence[Sequence[str]]
@@ -103,8 +104,10 @@ def build_net(space_cfg: dict, ops: Ops, num_classes: int) -> StandaloneNet:
     return StandaloneNet(space_cfg, ops, num_classes, always_proj=False)
 
 
-class Supernet(MobileNet):
+class Supernet(SharedWeights, MobileNet):
     """Weights for every active op at every position; runs any arch of the space by its op names."""
+
+    build_net = staticmethod(build_net)
 
     def __init__(self, space_cfg: dict, active: Ops, num_classes: int | None = None) -> None:
         n = int(space_cfg["num_classes"]) if num_classes is None else int(num_classes)
@@ -121,30 +124,6 @@ class Supernet(MobileNet):
         for i, pos in enumerate(self.positions):
             x = pos(x, ops[i], None if gates is None else gates[i])
         return self._classify(x)
-
-    def subnet(self, ops: Ops) -> StandaloneNet:
-        """A standalone net of `ops` with the supernet's weights copied in (same module names)."""
-        net = build_net(self.space_cfg, ops, self.num_classes).to(next(self.parameters()).device)
-        mine = self.state_dict()
-        net.load_state_dict({k: mine[k].clone() for k in net.state_dict()})
-        return net
-
-    def to_checkpoint(self) -> dict:
-        """A dict of plain types and tensors: loads with `torch.load(..., weights_only=True)`."""
-        state = {k: v.detach().cpu() for k, v in self.state_dict().items()}
-        return {
-            "space_cfg": self.space_cfg,
-            "active": self.active,
-            "num_classes": self.num_classes,
-            "state_dict": state,
-        }
-
-    @classmethod
-    def from_checkpoint(cls, ckpt: dict) -> Supernet:
-        """Rebuild from `to_checkpoint()` output."""
-        net = cls(ckpt["space_cfg"], ckpt["active"], ckpt["num_classes"])
-        net.load_state_dict(ckpt["state_dict"])
-        return net
 
 
 class MobileSpace:

@@ -29,6 +29,7 @@ from nasstudy.spaces.nb201_ops import (
     op_cost,
     stage_shapes,
 )
+from nasstudy.spaces.shared_weights import SharedWeights
 
 Arch = tuple[int, ...]
 Ops = Sequence[Sequence[str] | str]
@@ -174,8 +175,10 @@ def build_net(space_cfg: dict, ops: Ops, num_classes: int) -> StandaloneNet:
     return StandaloneNet(space_cfg, ops, num_classes)
 
 
-class Supernet(Nb201Net):
+class Supernet(SharedWeights, Nb201Net):
     """Weights for every active op on every edge of every cell; runs any arch by its op names."""
+
+    build_net = staticmethod(build_net)
 
     def __init__(self, space_cfg: dict, active: Ops, num_classes: int | None = None) -> None:
         n = int(space_cfg.get("num_classes", 10)) if num_classes is None else int(num_classes)
@@ -194,30 +197,6 @@ class Supernet(Nb201Net):
         if gates is not None and len(gates) != len(EDGES):
             raise ValueError(f"got gates for {len(gates)} edges, an NB201 cell has {len(EDGES)}")
         return self._classify(self._run(x, edge_ops, gates)[-1])
-
-    def subnet(self, ops: Ops) -> StandaloneNet:
-        """A standalone net of `ops` with the supernet's weights copied in (same module names)."""
-        net = build_net(self.space_cfg, ops, self.num_classes).to(next(self.parameters()).device)
-        mine = self.state_dict()
-        net.load_state_dict({k: mine[k].clone() for k in net.state_dict()})
-        return net
-
-    def to_checkpoint(self) -> dict:
-        """A dict of plain types and tensors: loads with `torch.load(..., weights_only=True)`."""
-        state = {k: v.detach().cpu() for k, v in self.state_dict().items()}
-        return {
-            "space_cfg": self.space_cfg,
-            "active": self.active,
-            "num_classes": self.num_classes,
-            "state_dict": state,
-        }
-
-    @classmethod
-    def from_checkpoint(cls, ckpt: dict) -> Supernet:
-        """Rebuild from `to_checkpoint()` output."""
-        net = cls(ckpt["space_cfg"], ckpt["active"], ckpt["num_classes"])
-        net.load_state_dict(ckpt["state_dict"])
-        return net
 
 
 class Nb201Space:
