@@ -317,6 +317,18 @@ def train_pair_on_supernet(
 
     Validation uses the BN statistics training left (the paper) unless `recal_batches` > 0.
     The returned metrics are what `RelativeNAS.tell` takes, so it picks the same fast learner.
+
+    Not yet called by the search stage. The intended loop there (one epoch = the whole population,
+    pairs one after another so each starts from the last merge; do not route these archs through
+    SupernetEvaluator, whose cache would return scores of older weights):
+
+        archs = method.ask(method.population_size)
+        metrics = []
+        for k in range(0, len(archs), 2):
+            res = train_pair_on_supernet(supernet, space, archs[k], archs[k + 1], train, val,
+                                         make_optimizer, generator, steps=...)
+            metrics += list(res.metrics)
+        method.tell(archs, metrics)  # then save state.json, the supernet and generator state together
     """
     ops = [space.ops(as_arch(arch_a)), space.ops(as_arch(arch_b))]
     nets, metrics = [], []
