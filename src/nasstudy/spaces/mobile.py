@@ -24,7 +24,7 @@ from nasstudy.spaces.mobile_ops import (
     position_cost,
     stem_and_head,
 )
-from nasstudy.spaces.shared_weights import SharedWeights
+from nasstudy.spaces.shared_weights import SharedWeights, count_params  # noqa: F401 - part of this module's API
 
 Arch = tuple[int, ...]
 Ops = Sequence[Sequence[str]]
@@ -237,8 +237,3 @@ class MobileSpace:
     def size(self) -> int:
         """Number of archs (2 ** decisions)."""
         return math.prod(self.decision_sizes)
-
-
-def count_params(module: nn.Module) -> int:
-    """Sum of numel of a module's parameters (what `MobileSpace.params` predicts)."""
-    return sum(p.numel() for p in module.parameters())

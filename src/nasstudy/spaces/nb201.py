@@ -29,7 +29,7 @@ from nasstudy.spaces.nb201_ops import (
     op_cost,
     stage_shapes,
 )
-from nasstudy.spaces.shared_weights import SharedWeights
+from nasstudy.spaces.shared_weights import SharedWeights, count_params
 
 Arch = tuple[int, ...]
 Ops = Sequence[Sequence[str] | str]
@@ -310,8 +310,3 @@ class Nb201Space:
     def size(self) -> int:
         """Number of archs (product of the decision sizes)."""
         return math.prod(self.decision_sizes)
-
-
-def count_params(module: nn.Module) -> int:
-    """Sum of numel of a module's parameters (what `Nb201Space.params` predicts)."""
-    return sum(p.numel() for p in module.parameters())

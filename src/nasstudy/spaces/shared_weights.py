@@ -41,3 +41,8 @@ class SharedWeights:
         net = cls(ckpt["space_cfg"], ckpt["active"], ckpt["num_classes"])
         net.load_state_dict(ckpt["state_dict"])
         return net
+
+
+def count_params(module: nn.Module) -> int:
+    """Sum of numel of a module's parameters: what a space's analytic `params(arch)` predicts."""
+    return sum(p.numel() for p in module.parameters())
