@@ -158,6 +158,14 @@ def sgd(model: nn.Module, lr: float, momentum: float, weight_decay: float) -> to
     return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=momentum > 0)
 
 
+def sgd_cosine(
+    model: nn.Module, cfg: dict, total_steps: int
+) -> tuple[torch.optim.SGD, torch.optim.lr_scheduler.LambdaLR]:
+    """`sgd` with a training section's lr, momentum and weight_decay, and its cosine schedule."""
+    optimizer = sgd(model, float(cfg["lr"]), float(cfg["momentum"]), float(cfg["weight_decay"]))
+    return optimizer, cosine_scheduler(optimizer, total_steps)
+
+
 @torch.no_grad()
 def evaluate(forward_fn: Callable[[Tensor], Tensor], data: ClsData, batch_size: int = 128) -> tuple[float, float]:
     """(accuracy %, mean cross-entropy) over a split; an nn.Module is put in eval mode first."""

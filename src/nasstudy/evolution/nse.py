@@ -53,7 +53,7 @@ from nasstudy.evolution.nse_front import FrontRow, NSEConfig, pareto_mask, sampl
 from nasstudy.spaces.mobile import MobileSpace, Supernet, position_shapes
 from nasstudy.spaces.mobile_ops import global_pool, position_cost
 from nasstudy.tracking import Tracker
-from nasstudy.training import ClsData, cosine_scheduler, iterate_batches, recal_subset, score_arch, sgd
+from nasstudy.training import ClsData, iterate_batches, recal_subset, score_arch, sgd_cosine
 
 P_MIN = 5e-4  # their clamp: p = sigmoid(α) · 0.999 + 5e-4
 
@@ -209,8 +209,7 @@ def nse_round(
     batch_size = int(train_cfg["batch_size"])
     weight_data, hold_data = split_train(train, cfg.holdout_frac, rng)
     steps_per_epoch = max(1, len(weight_data) // batch_size)
-    optimizer = sgd(net, float(train_cfg["lr"]), float(train_cfg["momentum"]), float(train_cfg["weight_decay"]))
-    scheduler = cosine_scheduler(optimizer, cfg.epochs * steps_per_epoch)
+    optimizer, scheduler = sgd_cosine(net, train_cfg, cfg.epochs * steps_per_epoch)
     arch_opt = torch.optim.Adam([alpha], lr=cfg.alpha_lr, betas=(0.0, 0.999))
     held = _cycle(hold_data, batch_size, batch_gen)
 

@@ -21,13 +21,12 @@ from nasstudy.spaces import make_space
 from nasstudy.spaces.mobile import build_net
 from nasstudy.tracking import Tracker
 from nasstudy.training import (
-    cosine_scheduler,
     evaluate,
     load_cls,
     make_generator,
     resolve_device,
     save_checkpoint,
-    sgd,
+    sgd_cosine,
     train_epoch,
 )
 from nasstudy.utils import atomic_write_bytes, read_json, seed_torch, write_json
@@ -61,8 +60,7 @@ def run(
         net = net.to(memory_format=torch.channels_last)
 
     epochs, batch_size = int(cfg["epochs"]), int(cfg["batch_size"])
-    optimizer = sgd(net, float(cfg["lr"]), float(cfg["momentum"]), float(cfg["weight_decay"]))
-    scheduler = cosine_scheduler(optimizer, epochs * max(1, len(train) // batch_size))
+    optimizer, scheduler = sgd_cosine(net, cfg, epochs * max(1, len(train) // batch_size))
     batch_gen = make_generator(seed, *names, "batches")
     curve = []
     start = time.perf_counter()

@@ -20,13 +20,12 @@ from nasstudy.spaces import make_space
 from nasstudy.spaces.mobile import Supernet
 from nasstudy.tracking import Tracker
 from nasstudy.training import (
-    cosine_scheduler,
     load_cls,
     make_generator,
     resolve_device,
     save_checkpoint,
     score_arch,
-    sgd,
+    sgd_cosine,
     train_epoch,
 )
 from nasstudy.utils import atomic_write_bytes, make_rng, read_json, seed_torch, write_json
@@ -54,8 +53,7 @@ def run(
 
     # Weights: a fresh uniformly sampled arch every step (after the optional full-path epochs).
     epochs, batch_size = int(cfg["epochs"]), int(cfg["batch_size"])
-    optimizer = sgd(supernet, float(cfg["lr"]), float(cfg["momentum"]), float(cfg["weight_decay"]))
-    scheduler = cosine_scheduler(optimizer, epochs * max(1, len(train) // batch_size))
+    optimizer, scheduler = sgd_cosine(supernet, cfg, epochs * max(1, len(train) // batch_size))
     arch_rng = make_rng(seed, *names, "paths")
     batch_gen = make_generator(seed, *names, "batches")
     # Optional: the first `full_path_epochs` train every branch at once (all on), which on small
