@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from nasstudy.config import DEFAULT_PARAMS, PROJECT_ROOT, ParamsError, load_params
+from nasstudy.pipeline import dvc_executable
 
 EPILOG = """examples:
   nasstudy run                              the default study (params/default.yaml), all cores
@@ -93,8 +94,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     report = Path(f"results/{study}/report/summary.md")
     print(f"report:  {report if report.is_file() else '(not yet made)'}")
     if Path(".dvc").is_dir():
-        dvc = Path(sys.executable).with_name("dvc")
-        res = subprocess.run([str(dvc) if dvc.exists() else "dvc", "status", "--quiet"], capture_output=True)
+        res = subprocess.run([dvc_executable(), "status", "--quiet"], capture_output=True)
         print(
             f"dvc:     {'dvc.lock matches the files' if res.returncode == 0 else 'changed since dvc.lock (dvc status)'}"
         )

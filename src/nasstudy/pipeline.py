@@ -84,6 +84,12 @@ def dvc_stages_for(study: str, workdir: Path) -> list[str]:
     return names
 
 
+def dvc_executable() -> str:
+    """The `dvc` beside this Python (the project's venv), else whatever `dvc` is on PATH."""
+    dvc = Path(sys.executable).with_name("dvc")
+    return str(dvc) if dvc.exists() else "dvc"
+
+
 def dvc_commit(config: dict, workdir: Path | None = None) -> None:
     """`dvc commit` the finished phases so that dvc.lock holds their hashes and `dvc status` is clean.
     Skipped inside `dvc repro` (which records by itself) and where the folder is no DVC repo."""
@@ -93,8 +99,7 @@ def dvc_commit(config: dict, workdir: Path | None = None) -> None:
     names = dvc_stages_for(config["study"], workdir)
     if not names:
         return
-    dvc = Path(sys.executable).with_name("dvc")
-    cmd = [str(dvc) if dvc.exists() else "dvc", "commit", "--force", "--quiet", *names]
+    cmd = [dvc_executable(), "commit", "--force", "--quiet", *names]
     result = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
     if result.returncode != 0:
         print(f"warning: dvc commit failed: {result.stderr.strip() or result.stdout.strip()}", file=sys.stderr)
