@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from toy_space import OPTIMUM, ToySpace, score
 
-from nasstudy.methods import METHODS, make_method
+from nasstudy.methods import METHODS, make_method, method_class
 from nasstudy.utils import make_rng
 
 REA = {"population": 10, "tournament": 3}
@@ -32,6 +34,22 @@ def queries_to_optimum(method, budget: int = 729) -> int:
         if archs[0] == OPTIMUM:
             return len(method.history)
     return budget
+
+
+def test_registry_resolves_every_method():
+    assert set(METHODS) == {"random", "rea", "relativenas", "ganas", "weaknas"}
+    for name in METHODS:
+        assert method_class(name).name == name
+
+
+def test_table_methods_import_no_torch():
+    """random, rea and relativenas against a table must not pay torch's import (a second per bench job)."""
+    code = (
+        "import sys; from nasstudy.methods import method_class; from nasstudy.stages import bench_search; "
+        "[method_class(m) for m in ('random', 'rea', 'relativenas')]; print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
 
 
 def test_registry_and_errors():

@@ -12,16 +12,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from nasstudy.spaces import make_space
-from nasstudy.spaces.nb201 import (
-    OPS,
-    Nb201Space,
-    Supernet,
-    build_net,
-    count_params,
-    initial_state,
-    parse_arch_string,
-)
-from nasstudy.spaces.nb201_ops import make_op
+from nasstudy.spaces.nb201 import OPS, Nb201Space, initial_state, parse_arch_string
+from nasstudy.spaces.nb201_ops import Supernet, build_net, count_params, make_op
 
 torch.set_num_threads(1)
 

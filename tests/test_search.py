@@ -10,7 +10,7 @@ import pytest
 import torch
 from toy_space import ToySpace, score
 
-from nasstudy import evaluators
+from nasstudy import training
 from nasstudy.evaluators import TableEvaluator
 from nasstudy.spaces.mobile import MobileSpace, Supernet, initial_state
 from nasstudy.stages import search
@@ -105,8 +105,8 @@ def test_resume_continues_exactly(inputs, tmp_path, monkeypatch):
     straight, _ = run_search(inputs, tmp_path / "straight", budget=20)
     run_search(inputs, tmp_path / "resumed", budget=10)  # as if the job had died after 10 queries
     calls = []
-    real = evaluators.score_arch
-    monkeypatch.setattr(evaluators, "score_arch", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = training.score_arch
+    monkeypatch.setattr(training, "score_arch", lambda *a, **k: calls.append(1) or real(*a, **k))
     resumed, _ = run_search(inputs, tmp_path / "resumed", budget=20)
     assert len(calls) == 10  # only the missing queries were scored
     for key in ("history", "best", "state", "metrics"):

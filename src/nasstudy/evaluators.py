@@ -10,13 +10,12 @@ from __future__ import annotations
 import csv
 import math
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from nasstudy.methods.base import Arch, Space, as_arch
-from nasstudy.spaces.mobile import MobileSpace, Supernet
-from nasstudy.training import load_checkpoint, load_cls, resolve_device, score_arch
+
+if TYPE_CHECKING:  # torch is imported by the supernet evaluator only: table lookups stay light
+    from nasstudy.spaces.mobile import MobileSpace
 
 
 class Evaluator:
@@ -47,6 +46,8 @@ class Evaluator:
 
 def space_from_checkpoint(ckpt: dict) -> MobileSpace:
     """The space a supernet was trained on, from what `Supernet.to_checkpoint()` stores."""
+    from nasstudy.spaces.mobile import MobileSpace
+
     cfg = {**ckpt["space_cfg"], "num_classes": int(ckpt["num_classes"])}
     name = cfg.get("name", "mobile")
     if name != "mobile":
@@ -68,6 +69,11 @@ class SupernetEvaluator(Evaluator):
         batch_size: int = 128,
         device: str = "cpu",
     ) -> None:
+        import torch
+
+        from nasstudy.spaces.mobile import Supernet
+        from nasstudy.training import load_checkpoint, load_cls, resolve_device
+
         super().__init__()
         for label, path in (("supernet checkpoint", checkpoint), ("train split", train), ("val split", val)):
             if not Path(path).is_file():
@@ -83,6 +89,8 @@ class SupernetEvaluator(Evaluator):
         self.batch_size = int(batch_size)
 
     def _evaluate(self, arch: Arch) -> dict:
+        from nasstudy.training import score_arch
+
         acc, loss = score_arch(
             self.supernet, self.space.ops(arch), self.train, self.val, self.bn_recal_batches, self.batch_size
         )

@@ -18,15 +18,18 @@ import copy
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
 
 from nasstudy.methods.base import Arch, SearchMethod, Space, as_arch
-from nasstudy.spaces.mobile import MobileSpace
-from nasstudy.training import ClsData, evaluate, iterate_batches, score_arch
+
+if TYPE_CHECKING:  # the joint learning below imports torch when called; table runs never need it
+    import torch
+    from torch import nn
+
+    from nasstudy.spaces.mobile import MobileSpace
+    from nasstudy.training import ClsData
 
 EDGE = 1e-6  # a vector stays below `size`, so floor never leaves the decision's range
 COMPARE = ("loss", "acc")
@@ -226,6 +229,11 @@ def train_on_path(
 ) -> tuple[nn.Module, float]:
     """A copy of `supernet` trained along the single path `ops` for `steps` batches (None: one
     epoch), and its mean train loss. The supernet itself is left untouched."""
+    import torch.nn.functional as F
+    from torch import nn
+
+    from nasstudy.training import iterate_batches
+
     if len(train_data) == 0:
         raise ValueError("train_on_path needs a non-empty train split")
     net = copy.deepcopy(supernet)
@@ -330,6 +338,8 @@ def train_pair_on_supernet(
             metrics += list(res.metrics)
         method.tell(archs, metrics)  # then save state.json, the supernet and generator state together
     """
+    from nasstudy.training import evaluate, score_arch
+
     ops = [space.ops(as_arch(arch_a)), space.ops(as_arch(arch_b))]
     nets, metrics = [], []
     for arch, path in zip((arch_a, arch_b), ops):

@@ -6,48 +6,41 @@ benchmark's own (`|op~0|+|op~0|op~1|+|op~0|op~1|op~2|`): a table lookup needs no
 A space state may narrow each edge to a subset of the ops (a subspace); the network around the
 cell (stem, 3 stages of N cells at C/2C/4C channels, residual reduction blocks, BN, pool, linear)
 is fixed, and scaled by `C`, `N`, `image_size`, `num_classes` in the space config.
+
+Analytic costs follow the benchmark's network (nb201_ops.py): params include BN affine weights;
+FLOPs are the MACs of every conv plus the linear classifier including its bias (pooling, BN, ReLU
+and additions are not counted). Every conv edge counts, even one whose output reaches nothing.
+This module imports no torch: the networks are built by `nb201_ops`, imported on first `build`.
 """
 
 from __future__ import annotations
 
 import copy
 import itertools
-import json
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-from torch import Tensor, nn
 
-from nasstudy.spaces.nb201_ops import (
-    EDGES,
-    OPS,
-    Cell,
-    ResBlock,
-    check_op,
-    fixed_cost,
-    op_cost,
-    stage_shapes,
-)
-from nasstudy.spaces.shared_weights import SharedWeights, count_params
+if TYPE_CHECKING:  # the networks live in nb201_ops (torch); a table search never imports torch
+    from nasstudy.spaces.nb201_ops import StandaloneNet
 
 Arch = tuple[int, ...]
 Ops = Sequence[Sequence[str] | str]
 
-__all__ = [
-    "EDGES",
-    "OPS",
-    "Arch",
-    "Nb201Space",
-    "StandaloneNet",
-    "Supernet",
-    "arch_string",
-    "build_net",
-    "count_params",
-    "initial_state",
-    "net_config",
-    "parse_arch_string",
-]
+OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+NUM_NODES = 4
+# (source node, target node) of the six edges, in the order the arch string lists them.
+EDGES: tuple[tuple[int, int], ...] = tuple((j, i) for i in range(1, NUM_NODES) for j in range(i))
+KERNEL = {"nor_conv_1x1": 1, "nor_conv_3x3": 3}
+
+
+def check_op(name: str) -> str:
+    """The name itself, or a ValueError naming it when it is not an NB201 op."""
+    if name not in OPS:
+        raise ValueError(f"unknown NB201 op {name!r}: known ops are {list(OPS)}")
+    return name
 
 
 def net_config(space_cfg: dict) -> tuple[int, int, int, int]:
@@ -109,7 +102,34 @@ def parse_arch_string(s: str) -> list[str]:
     return ops
 
 
-def _edge_ops(ops: Ops) -> list[list[str]]:
+def stage_shapes(channels: int, image_size: int) -> list[tuple[int, int]]:
+    """(channels, feature size) of the three stages: C, 2C, 4C at sizes s, s/2, s/4."""
+    return [(channels * 2**i, image_size // 2**i) for i in range(3)]
+
+
+def op_cost(name: str, channels: int, size: int) -> tuple[int, int]:
+    """(MACs, params) of one edge op in one cell; only the convs cost anything."""
+    k = KERNEL.get(check_op(name))
+    if k is None:
+        return 0, 0
+    return size * size * channels * channels * k * k, channels * channels * k * k + 2 * channels
+
+
+def fixed_cost(channels: int, image_size: int, num_classes: int) -> tuple[int, int]:
+    """(MACs, params) of everything outside the cells: stem, reduction blocks, last BN, classifier."""
+    c, s = channels, image_size
+    macs, params = s * s * c * 27, 27 * c + 2 * c  # stem 3x3 conv 3->C + BN
+    (c1, s1), (c2, s2), (c3, s3) = stage_shapes(channels, image_size)
+    for c_in, c_out, out in ((c1, c2, s2), (c2, c3, s3)):
+        macs += out * out * (9 * c_in * c_out + 9 * c_out * c_out + c_in * c_out)
+        params += 9 * c_in * c_out + 2 * c_out + 9 * c_out * c_out + 2 * c_out + c_in * c_out
+    params += 2 * c3  # last BN
+    macs += c3 * num_classes + num_classes  # classifier, bias counted as the benchmark does
+    params += c3 * num_classes + num_classes
+    return macs, params
+
+
+def ops_per_edge(ops: Ops) -> list[list[str]]:
     """Op names per edge as lists (a bare string counts as one op), checked against the known ops."""
     if len(ops) != len(EDGES):
         raise ValueError(f"got ops for {len(ops)} edges, an NB201 cell has {len(EDGES)}")
@@ -118,85 +138,6 @@ def _edge_ops(ops: Ops) -> list[list[str]]:
         for op in names:
             check_op(op)
     return out
-
-
-class Nb201Net(nn.Module):
-    """Stem, 3 stages of N cells with reduction blocks between, last BN-ReLU, pool, classifier.
-
-    Every cell holds the same ops per edge: the standalone net of one arch, or with all active
-    ops the supernet (same module names, so a subnet takes the supernet's weights by name).
-    """
-
-    def __init__(self, space_cfg: dict, ops: Ops, num_classes: int) -> None:
-        super().__init__()
-        c, n, size, _ = net_config(space_cfg)
-        edge_ops = _edge_ops(ops)
-        self.stem = nn.Sequential(nn.Conv2d(3, c, 3, padding=1, bias=False), nn.BatchNorm2d(c))
-        cells: list[nn.Module] = []
-        self.stage_ends: list[int] = []
-        shapes = stage_shapes(c, size)
-        for s, (ch, _) in enumerate(shapes):
-            if s > 0:
-                cells.append(ResBlock(shapes[s - 1][0], ch))
-            cells.extend(Cell(ch, edge_ops) for _ in range(n))
-            self.stage_ends.append(len(cells) - 1)
-        self.cells = nn.ModuleList(cells)
-        self.feature_channels = [ch for ch, _ in shapes]
-        self.lastact = nn.Sequential(nn.BatchNorm2d(shapes[-1][0]), nn.ReLU())
-        self.classifier = nn.Linear(shapes[-1][0], int(num_classes))
-
-    def _run(self, x: Tensor, ops: list[list[str]] | None, gates: Sequence[Tensor] | None) -> list[Tensor]:
-        """Outputs of every stage."""
-        feats = []
-        x = self.stem(x)
-        for i, cell in enumerate(self.cells):
-            x = cell(x, ops, gates) if isinstance(cell, Cell) else cell(x)
-            if i in self.stage_ends:
-                feats.append(x)
-        return feats
-
-    def _classify(self, x: Tensor) -> Tensor:
-        return self.classifier(self.lastact(x).mean(dim=(2, 3)))
-
-
-class StandaloneNet(Nb201Net):
-    """One arch as a plain network (retrain, transfer backbone)."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self._classify(self._run(x, None, None)[-1])
-
-    def features(self, x: Tensor) -> list[Tensor]:
-        """Output of each stage's last cell (strides 1, 2, 4), for detection/segmentation heads."""
-        return self._run(x, None, None)
-
-
-def build_net(space_cfg: dict, ops: Ops, num_classes: int) -> StandaloneNet:
-    """The net of `ops` (one op name per edge; several on an edge are summed, none gives zeros)."""
-    return StandaloneNet(space_cfg, ops, num_classes)
-
-
-class Supernet(SharedWeights, Nb201Net):
-    """Weights for every active op on every edge of every cell; runs any arch by its op names."""
-
-    build_net = staticmethod(build_net)
-
-    def __init__(self, space_cfg: dict, active: Ops, num_classes: int | None = None) -> None:
-        n = int(space_cfg.get("num_classes", 10)) if num_classes is None else int(num_classes)
-        super().__init__(space_cfg, active, n)
-        self.space_cfg = json.loads(json.dumps(space_cfg))
-        self.active = _edge_ops(active)
-        self.num_classes = n
-
-    def forward(self, x: Tensor, ops: Ops, gates: Sequence[Tensor] | None = None) -> Tensor:
-        """Logits of the arch `ops` (op names per edge); `gates[e][k]` scales op k of edge e in every cell."""
-        edge_ops = _edge_ops(ops)
-        for e, (names, active) in enumerate(zip(edge_ops, self.active)):
-            missing = [op for op in names if op not in active]
-            if missing:
-                raise ValueError(f"edge {e}: ops {missing} are not in the supernet's active {active}")
-        if gates is not None and len(gates) != len(EDGES):
-            raise ValueError(f"got gates for {len(gates)} edges, an NB201 cell has {len(EDGES)}")
-        return self._classify(self._run(x, edge_ops, gates)[-1])
 
 
 class Nb201Space:
@@ -271,7 +212,7 @@ class Nb201Space:
     def from_ops(self, ops: Ops) -> Arch:
         """Inverse of `ops` (a bare op name per edge works too); an op not active on its edge is an error."""
         arch = []
-        for e, (names, active) in enumerate(zip(_edge_ops(ops), self.active)):
+        for e, (names, active) in enumerate(zip(ops_per_edge(ops), self.active)):
             if len(names) != 1:
                 raise ValueError(f"edge {e}: an nb201 arch has exactly one op per edge, got {names}")
             if names[0] not in active:
@@ -305,6 +246,8 @@ class Nb201Space:
 
     def build(self, arch: Arch, num_classes: int | None = None) -> StandaloneNet:
         """The standalone net of `arch`."""
+        from nasstudy.spaces.nb201_ops import build_net
+
         return build_net(self.cfg, self.ops(arch), self.num_classes if num_classes is None else num_classes)
 
     def size(self) -> int:

@@ -1,29 +1,21 @@
-"""Building blocks of the NAS-Bench-201 network (Dong & Yang, ICLR 2020) and their analytic costs.
+"""The NAS-Bench-201 network (Dong & Yang, ICLR 2020) in torch: ops, cell, standalone net, supernet.
 
 Layers follow the benchmark's own network (ReLU-conv-BN ops, ResNet basic blocks between stages),
-so that the closed-form costs reproduce the published table: params include BN affine weights;
-FLOPs are the MACs of every conv plus the linear classifier including its bias (pooling, BN, ReLU
-and additions are not counted). Every conv edge counts, even one whose output reaches nothing.
+so that the closed-form costs in `nb201.py` reproduce the published table. Kept apart from the
+space so that a table search imports no torch (it saves a second per benchmark job).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
-NUM_NODES = 4
-# (source node, target node) of the six edges, in the order the arch string lists them.
-EDGES: tuple[tuple[int, int], ...] = tuple((j, i) for i in range(1, NUM_NODES) for j in range(i))
-_KERNEL = {"nor_conv_1x1": 1, "nor_conv_3x3": 3}
+from nasstudy.spaces.nb201 import EDGES, KERNEL, NUM_NODES, Ops, check_op, net_config, ops_per_edge, stage_shapes
+from nasstudy.spaces.shared_weights import SharedWeights, count_params
 
-
-def check_op(name: str) -> str:
-    """The name itself, or a ValueError naming it when it is not an NB201 op."""
-    if name not in OPS:
-        raise ValueError(f"unknown NB201 op {name!r}: known ops are {list(OPS)}")
-    return name
+__all__ = ["Cell", "ResBlock", "StandaloneNet", "Supernet", "build_net", "count_params", "make_op"]
 
 
 class Zero(nn.Module):
@@ -48,7 +40,7 @@ def make_op(name: str, channels: int) -> nn.Module:
         return nn.Identity()
     if name == "avg_pool_3x3":
         return nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
-    return relu_conv_bn(channels, channels, _KERNEL[name])
+    return relu_conv_bn(channels, channels, KERNEL[name])
 
 
 class Cell(nn.Module):
@@ -106,28 +98,80 @@ class ResBlock(nn.Module):
         return self.downsample(x) + self.conv_b(self.conv_a(x))
 
 
-def stage_shapes(channels: int, image_size: int) -> list[tuple[int, int]]:
-    """(channels, feature size) of the three stages: C, 2C, 4C at sizes s, s/2, s/4."""
-    return [(channels * 2**i, image_size // 2**i) for i in range(3)]
+class Nb201Net(nn.Module):
+    """Stem, 3 stages of N cells with reduction blocks between, last BN-ReLU, pool, classifier.
+
+    Every cell holds the same ops per edge: the standalone net of one arch, or with all active
+    ops the supernet (same module names, so a subnet takes the supernet's weights by name).
+    """
+
+    def __init__(self, space_cfg: dict, ops: Ops, num_classes: int) -> None:
+        super().__init__()
+        c, n, size, _ = net_config(space_cfg)
+        per_edge = ops_per_edge(ops)
+        self.stem = nn.Sequential(nn.Conv2d(3, c, 3, padding=1, bias=False), nn.BatchNorm2d(c))
+        cells: list[nn.Module] = []
+        self.stage_ends: list[int] = []
+        shapes = stage_shapes(c, size)
+        for s, (ch, _) in enumerate(shapes):
+            if s > 0:
+                cells.append(ResBlock(shapes[s - 1][0], ch))
+            cells.extend(Cell(ch, per_edge) for _ in range(n))
+            self.stage_ends.append(len(cells) - 1)
+        self.cells = nn.ModuleList(cells)
+        self.feature_channels = [ch for ch, _ in shapes]
+        self.lastact = nn.Sequential(nn.BatchNorm2d(shapes[-1][0]), nn.ReLU())
+        self.classifier = nn.Linear(shapes[-1][0], int(num_classes))
+
+    def _run(self, x: Tensor, ops: list[list[str]] | None, gates: Sequence[Tensor] | None) -> list[Tensor]:
+        """Outputs of every stage."""
+        feats = []
+        x = self.stem(x)
+        for i, cell in enumerate(self.cells):
+            x = cell(x, ops, gates) if isinstance(cell, Cell) else cell(x)
+            if i in self.stage_ends:
+                feats.append(x)
+        return feats
+
+    def _classify(self, x: Tensor) -> Tensor:
+        return self.classifier(self.lastact(x).mean(dim=(2, 3)))
 
 
-def op_cost(name: str, channels: int, size: int) -> tuple[int, int]:
-    """(MACs, params) of one edge op in one cell; only the convs cost anything."""
-    k = _KERNEL.get(check_op(name))
-    if k is None:
-        return 0, 0
-    return size * size * channels * channels * k * k, channels * channels * k * k + 2 * channels
+class StandaloneNet(Nb201Net):
+    """One arch as a plain network (retrain, transfer backbone)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._classify(self._run(x, None, None)[-1])
+
+    def features(self, x: Tensor) -> list[Tensor]:
+        """Output of each stage's last cell (strides 1, 2, 4), for detection/segmentation heads."""
+        return self._run(x, None, None)
 
 
-def fixed_cost(channels: int, image_size: int, num_classes: int) -> tuple[int, int]:
-    """(MACs, params) of everything outside the cells: stem, reduction blocks, last BN, classifier."""
-    c, s = channels, image_size
-    macs, params = s * s * c * 27, 27 * c + 2 * c  # stem 3x3 conv 3->C + BN
-    (c1, s1), (c2, s2), (c3, s3) = stage_shapes(channels, image_size)
-    for c_in, c_out, out in ((c1, c2, s2), (c2, c3, s3)):
-        macs += out * out * (9 * c_in * c_out + 9 * c_out * c_out + c_in * c_out)
-        params += 9 * c_in * c_out + 2 * c_out + 9 * c_out * c_out + 2 * c_out + c_in * c_out
-    params += 2 * c3  # last BN
-    macs += c3 * num_classes + num_classes  # classifier, bias counted as the benchmark does
-    params += c3 * num_classes + num_classes
-    return macs, params
+def build_net(space_cfg: dict, ops: Ops, num_classes: int) -> StandaloneNet:
+    """The net of `ops` (one op name per edge; several on an edge are summed, none gives zeros)."""
+    return StandaloneNet(space_cfg, ops, num_classes)
+
+
+class Supernet(SharedWeights, Nb201Net):
+    """Weights for every active op on every edge of every cell; runs any arch by its op names."""
+
+    build_net = staticmethod(build_net)
+
+    def __init__(self, space_cfg: dict, active: Ops, num_classes: int | None = None) -> None:
+        n = int(space_cfg.get("num_classes", 10)) if num_classes is None else int(num_classes)
+        super().__init__(space_cfg, active, n)
+        self.space_cfg = json.loads(json.dumps(space_cfg))
+        self.active = ops_per_edge(active)
+        self.num_classes = n
+
+    def forward(self, x: Tensor, ops: Ops, gates: Sequence[Tensor] | None = None) -> Tensor:
+        """Logits of the arch `ops` (op names per edge); `gates[e][k]` scales op k of edge e in every cell."""
+        per_edge = ops_per_edge(ops)
+        for e, (names, active) in enumerate(zip(per_edge, self.active)):
+            missing = [op for op in names if op not in active]
+            if missing:
+                raise ValueError(f"edge {e}: ops {missing} are not in the supernet's active {active}")
+        if gates is not None and len(gates) != len(EDGES):
+            raise ValueError(f"got gates for {len(gates)} edges, an NB201 cell has {len(EDGES)}")
+        return self._classify(self._run(x, per_edge, gates)[-1])

@@ -38,7 +38,6 @@ def targets(evaluator: TableEvaluator, space, metric: str) -> set[tuple[int, ...
 def run(inputs: dict[str, Path], outputs: dict[str, Path], params: dict, wildcards: dict[str, str],
         tracker: Tracker) -> None:  # fmt: skip
     method_name, run_seed = wildcards["method"], int(wildcards["run"])
-    seed_torch(params["seed"], STAGE, method_name, run_seed, threads=params["threads"])
     rng = make_rng(params["seed"], STAGE, method_name, run_seed)
     space = make_space(params["space"], None)
     evaluator = TableEvaluator(params["table"], space, params["search_metric"], loss=params.get("loss_metric"))
@@ -46,6 +45,8 @@ def run(inputs: dict[str, Path], outputs: dict[str, Path], params: dict, wildcar
     spec = params["methods"][method_name]
     budget = min(int(spec["budget"]), len(space.enumerate()))
     method = make_method(method_name, space, spec.get("params", {}), rng)
+    if "torch" in sys.modules:  # GA-NAS, WeakNAS: one thread, deterministic kernels (the others never load torch)
+        seed_torch(params["seed"], STAGE, method_name, run_seed, threads=params["threads"])
     report = params["report_metric"]
 
     rows, best_search, pick_report = [], float("-inf"), float("nan")
