@@ -17,6 +17,7 @@ GENS = config["evolution"]["generations"]
 SPACES = config["search"]["spaces"]
 METHODS = config["search"]["methods"]
 TASKS = config["transfer"]["tasks"]
+TRANSFER_METHODS = config["transfer"]["methods"] or METHODS  # null: transfer every searched method's arch
 RUNNER = "../workflow/scripts/run_stage.py"
 
 

@@ -15,7 +15,9 @@ rule report:
         search_history=each(f"{RES}/search/{{space}}/{{method}}/history.csv"),
         retrain_metrics=each(f"{RES}/retrain/{{space}}/{{method}}/metrics.json"),
         retrain_timing=each(f"{RES}/retrain/{{space}}/{{method}}/timing.json"),
-        transfer_metrics=each(f"{RES}/transfer/{{task}}/{{space}}/{{method}}/metrics.json", task=TASKS),
+        transfer_metrics=expand(
+            f"{RES}/transfer/{{task}}/{{space}}/{{method}}/metrics.json", task=TASKS, space=SPACES, method=TRANSFER_METHODS
+        ),
     output:
         summary_csv=report(f"{RES}/report/summary.csv", caption="../workflow/report/summary.rst", category="Summary"),
         summary_md=f"{RES}/report/summary.md",

@@ -15,7 +15,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # (params overlay, expected substring of the one-line message)
 BAD = [
-    ({"search": {"methods": ["random", "gradient_magic"]}}, "search.methods[1] = 'gradient_magic' is not allowed; allowed: random, rea, weaknas, ganas"),
+    ({"search": {"budget": 7}}, "search.budget = 7 must be even when search.methods has relativenas (members are scored in pairs)"),
+    ({"transfer": {"methods": ["rea", "ganas"]}, "search": {"methods": ["rea"]}}, "transfer.methods has ['ganas'] but search.methods = ['rea'] does not search with them"),
+    ({"search": {"methods": ["random", "gradient_magic"]}}, "search.methods[1] = 'gradient_magic' is not allowed; allowed: random, rea, relativenas, ganas, weaknas"),
     ({"retrain": {"epochs": -3}}, "retrain.epochs = -3 is out of range: must be >= 1"),
     ({"supernet": {"lr": "fast"}}, "supernet.lr = 'fast' has the wrong type: expected number, got str"),
     ({"supernet": {"epochs": 2.5}}, "supernet.epochs = 2.5 has the wrong type: expected integer"),
@@ -62,10 +64,10 @@ def test_default_params_validate_and_get_defaults() -> None:
 
 def test_overlay_file_merges_onto_default(tmp_path: Path) -> None:
     p = tmp_path / "tiny.yaml"
-    p.write_text("study: tiny\nsearch:\n  budget: 7\n")
+    p.write_text("study: tiny\nsearch:\n  budget: 8\n")
     cfg = load_params(p)
-    assert cfg["study"] == "tiny" and cfg["search"]["budget"] == 7
-    assert cfg["search"]["methods"] == ["random", "rea"]
+    assert cfg["study"] == "tiny" and cfg["search"]["budget"] == 8
+    assert cfg["search"]["methods"] == ["random", "rea", "relativenas", "ganas", "weaknas"]
 
 
 def test_unreadable_yaml_is_a_params_error(tmp_path: Path) -> None:

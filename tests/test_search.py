@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import csv
+import io
 import json
 
 import numpy as np
@@ -12,6 +14,7 @@ from toy_space import ToySpace, score
 
 from nasstudy import training
 from nasstudy.evaluators import TableEvaluator
+from nasstudy.methods import relativenas
 from nasstudy.spaces.mobile import MobileSpace, Supernet, initial_state
 from nasstudy.stages import search
 from nasstudy.tracking import MemoryTracker
@@ -49,6 +52,11 @@ def params(budget: int, method: str = "rea") -> dict:
         "random": {},
         "weaknas": {"initial": 4, "batch": 4, "top_m": 10, "candidates": 200},
         "ganas": {"initial": 4, "batch": 4, "top_k": 2},
+        "relativenas": {
+            "population": 4,
+            "compare": "loss",
+            "joint": {"steps": 2, "batch_size": 16, "lr": 0.05, "momentum": 0.9, "weight_decay": 0.0},
+        },
     }[method]
     return {
         "seed": 0,
@@ -74,7 +82,7 @@ def read_rows(path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-@pytest.mark.parametrize("method", ["random", "rea", "weaknas", "ganas"])
+@pytest.mark.parametrize("method", ["random", "rea", "weaknas", "ganas", "relativenas"])
 def test_outputs_agree(inputs, tmp_path, method):
     outputs, tracker = run_search(inputs, tmp_path, budget=12, method=method)
     rows = read_rows(outputs["history"])
@@ -82,7 +90,8 @@ def test_outputs_agree(inputs, tmp_path, method):
     assert [int(r["query"]) for r in rows] == list(range(1, 13))
     accs = [float(r["acc"]) for r in rows]
     assert [float(r["best_acc"]) for r in rows] == list(np.maximum.accumulate(accs))
-    assert len({r["arch"] for r in rows}) == 12
+    if method != "relativenas":  # joint learning re-scores a member as the shared weights move
+        assert len({r["arch"] for r in rows}) == 12
 
     best = json.loads(outputs["best"].read_text())
     assert best["supernet_acc"] == max(accs)
@@ -111,6 +120,32 @@ def test_resume_continues_exactly(inputs, tmp_path, monkeypatch):
     assert len(calls) == 10  # only the missing queries were scored
     for key in ("history", "best", "state", "metrics"):
         assert resumed[key].read_bytes() == straight[key].read_bytes(), key
+
+
+def test_relativenas_learns_jointly_and_resumes_exactly(inputs, tmp_path, monkeypatch):
+    """The pairs train the shared weights, and a job stopped after 2 pairs ends exactly as an
+    uninterrupted one, training only the missing pairs."""
+    straight, tracker = run_search(inputs, tmp_path / "straight", budget=12, method="relativenas")
+    assert len(read_rows(straight["history"])) == 12
+    losses = [v for k, v, _ in tracker.metrics if k == "pair_train_loss"]
+    assert len(losses) == 6 and np.isfinite(losses).all()
+    state = json.loads(straight["state"].read_text())
+    saved = torch.load(io.BytesIO(base64.b64decode(state["joint"]["torch"])), weights_only=True)["supernet"]
+    start = torch.load(inputs["supernet"], weights_only=True)["state_dict"]
+    assert any(not torch.equal(start[k], saved[k]) for k in start)  # the merged weights moved
+
+    run_search(inputs, tmp_path / "resumed", budget=4, method="relativenas")  # as if killed after 2 pairs
+    real, calls = relativenas.train_pair_on_supernet, []
+    monkeypatch.setattr(relativenas, "train_pair_on_supernet", lambda *a, **k: calls.append(1) or real(*a, **k))
+    resumed, _ = run_search(inputs, tmp_path / "resumed", budget=12, method="relativenas")
+    assert len(calls) == 4
+    for key in ("history", "best", "metrics", "state"):
+        assert resumed[key].read_bytes() == straight[key].read_bytes(), key
+
+
+def test_relativenas_needs_an_even_budget(inputs, tmp_path):
+    with pytest.raises(ValueError, match=r"search.budget must be even for relativenas.*got 5"):
+        run_search(inputs, tmp_path, budget=5, method="relativenas")
 
 
 def test_broken_state_starts_afresh(inputs, tmp_path):

@@ -166,6 +166,17 @@ def check_consistency(cfg: dict) -> None:
                 f"search.spaces has {space_name!r} but evolution.methods = {cfg['evolution']['methods']!r} "
                 f"does not evolve it; add it there or remove it from search.spaces"
             )
+    budget = cfg["search"]["budget"]
+    if "relativenas" in cfg["search"]["methods"] and budget % 2:
+        raise ParamsError(
+            f"search.budget = {budget} must be even when search.methods has relativenas (members are scored in pairs)"
+        )
+    extra = sorted(set(cfg["transfer"]["methods"] or []) - set(cfg["search"]["methods"]))
+    if extra:
+        raise ParamsError(
+            f"transfer.methods has {extra} but search.methods = {cfg['search']['methods']!r} does not search with "
+            f"them; add them there or remove them from transfer.methods"
+        )
     det = cfg["transfer"]["detection"]
     if det["min_size"] > det["max_size"]:
         raise ParamsError(

@@ -3,15 +3,22 @@
 Asks and tells in batches; after every batch the method's state goes to `state.json`, so a crashed
 job started again with the same inputs and knobs continues where it stopped (the supernet scores
 an arch the same way every time, so a resumed search ends exactly as an uninterrupted one).
+
+RelativeNAS with `joint` knobs learns jointly with the supernet, as in its paper: each pair's two
+members train a copy of the shared weights along their own paths for `joint.steps` batches, are
+validated, and the merged weights go back into the supernet before the next pair. Its state.json
+then also holds the supernet weights and the batch-order generator, saved after every pair.
 """
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import sys
 from pathlib import Path
 
+import torch
 from tqdm import tqdm
 
 from nasstudy.evaluators import Evaluator, SupernetEvaluator
@@ -34,7 +41,10 @@ def run(
     budget = int(params["search"]["budget"])
     if budget < 1:
         raise ValueError(f"search.budget must be at least 1 query, got {budget}")
-    knobs = params["search"].get(method_name) or {}
+    knobs = dict(params["search"].get(method_name) or {})
+    joint = knobs.pop("joint", None) if method_name == "relativenas" else None
+    if joint and budget % 2:
+        raise ValueError(f"search.budget must be even for relativenas (members are scored in pairs), got {budget}")
 
     evaluator = SupernetEvaluator(
         inputs["supernet"],
@@ -54,7 +64,13 @@ def run(
         "cls_train_md5": file_md5(inputs["cls_train"]),
         "cls_val_md5": file_md5(inputs["cls_val"]),
         "scoring": {k: params["supernet"][k] for k in ("bn_recal_batches", "batch_size")},
+        "joint": joint,
     }
+    if joint:
+        search_jointly(method, evaluator, joint, budget, outputs["state"], run_key, tracker, params["seed"])
+        write_outputs(outputs, method, space, space_name, method_name)
+        tracker.log_artifact(outputs["best"])
+        return
     resumed = resume(outputs["state"], run_key, method, evaluator, budget)
     if resumed:
         print(f"[search] resuming {space_name}/{method_name} after {resumed} queries", file=sys.stderr)
@@ -75,6 +91,77 @@ def run(
 
     write_outputs(outputs, method, space, space_name, method_name)
     tracker.log_artifact(outputs["best"])
+
+
+def search_jointly(
+    method: SearchMethod,
+    evaluator: SupernetEvaluator,
+    joint: dict,
+    budget: int,
+    state_path: Path,
+    run_key: dict,
+    tracker: Tracker,
+    seed: int,
+) -> None:
+    """RelativeNAS's joint learning: pair after pair, train both members on copies of the shared
+    weights, validate, merge into the supernet, tell; save method, weights and generator after each."""
+    from nasstudy.methods.relativenas import train_pair_on_supernet
+    from nasstudy.training import make_generator, sgd
+
+    supernet, space = evaluator.supernet, evaluator.space
+    generator = make_generator(seed, STAGE, "relativenas", "joint")
+    done = resume_joint(state_path, run_key, method, supernet, generator, budget)
+    if done:
+        print(f"[search] resuming relativenas joint learning after {done} queries", file=sys.stderr)
+    for q, best_acc in enumerate(best_so_far(method), start=1):
+        tracker.log_metric("best_acc", best_acc, step=q)
+
+    def make_optimizer(net: torch.nn.Module) -> torch.optim.Optimizer:
+        return sgd(net, float(joint["lr"]), float(joint["momentum"]), float(joint["weight_decay"]))
+
+    with tqdm(total=budget, initial=done, desc="search relativenas (joint)", file=sys.stderr, mininterval=5) as bar:
+        while len(method.history) < budget:
+            archs = method.ask(2)
+            result = train_pair_on_supernet(
+                supernet, space, archs[0], archs[1], evaluator.train, evaluator.val, make_optimizer, generator,
+                steps=int(joint["steps"]), batch_size=int(joint["batch_size"]),
+                recal_batches=evaluator.bn_recal_batches, val_batch_size=evaluator.batch_size,
+            )  # fmt: skip
+            method.tell(archs, list(result.metrics))
+            curve = best_so_far(method)
+            for q in (len(curve) - 1, len(curve)):
+                tracker.log_metric("best_acc", curve[q - 1], step=q)
+            tracker.log_metric("pair_train_loss", sum(m["train_loss"] for m in result.metrics) / 2, step=len(curve))
+            write_json(
+                state_path,
+                {"run": run_key, "method": method.state_dict(), "joint": joint_state(supernet, generator)},
+            )
+            bar.update(2)
+
+
+def joint_state(supernet: torch.nn.Module, generator: torch.Generator) -> dict:
+    """The shared weights and the batch-order generator, as text for state.json."""
+    buf = io.BytesIO()
+    torch.save({"supernet": supernet.state_dict(), "generator": generator.get_state()}, buf)
+    return {"torch": base64.b64encode(buf.getvalue()).decode("ascii")}
+
+
+def resume_joint(
+    path: Path, run_key: dict, method: SearchMethod, supernet: torch.nn.Module, generator: torch.Generator, budget: int
+) -> int:
+    """Load a joint-learning state of this very run into method, supernet and generator; the
+    number of queries taken over (0: start afresh, nothing loaded)."""
+    try:
+        state = read_json(path)
+        if state["run"] != run_key or len(state["method"]["history"]) > budget:
+            return 0
+        saved = torch.load(io.BytesIO(base64.b64decode(state["joint"]["torch"])), weights_only=True)
+        supernet.load_state_dict(saved["supernet"])
+        generator.set_state(saved["generator"])
+        method.load_state_dict(state["method"])
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError):
+        return 0
+    return len(method.history)
 
 
 def resume(path: Path, run_key: dict, method: SearchMethod, evaluator: Evaluator, budget: int) -> int:
