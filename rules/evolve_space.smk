@@ -35,5 +35,6 @@ rule evolve_space:
     log:
         f"{LOGS}/evolve_space/{{method}}/gen{{gen}}.log",
     threads: config["threads"]
+    priority: 40  # the DAG's long chain (evolve -> warmup -> search -> retrain) first
     script:
         RUNNER

@@ -20,5 +20,6 @@ rule retrain:
     log:
         f"{LOGS}/retrain/{{space}}/{{method}}.log",
     threads: config["threads"]
+    priority: 10  # the DAG's long chain (evolve -> warmup -> search -> retrain) first
     script:
         RUNNER

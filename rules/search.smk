@@ -18,5 +18,6 @@ rule search:
     log:
         f"{LOGS}/search/{{space}}/{{method}}.log",
     threads: config["threads"]
+    priority: 20  # the DAG's long chain (evolve -> warmup -> search -> retrain) first
     script:
         RUNNER

@@ -18,5 +18,6 @@ rule warmup_supernet:
     log:
         f"{LOGS}/warmup_supernet/{{space}}.log",
     threads: config["threads"]
+    priority: 30  # the DAG's long chain (evolve -> warmup -> search -> retrain) first
     script:
         RUNNER
