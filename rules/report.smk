@@ -18,6 +18,9 @@ rule report:
         transfer_metrics=expand(
             f"{RES}/transfer/{{task}}/{{space}}/{{method}}/metrics.json", task=TASKS, space=SPACES, method=TRANSFER_METHODS
         ),
+        transfer_examples=expand(
+            f"{RES}/transfer/{{task}}/{{space}}/{{method}}/examples.png", task=TASKS, space=SPACES, method=TRANSFER_METHODS
+        ),
     output:
         summary_csv=report(f"{RES}/report/summary.csv", caption="../workflow/report/summary.rst", category="Summary"),
         summary_md=f"{RES}/report/summary.md",
@@ -30,7 +33,7 @@ rule report:
         ),
     params:
         cfg=stage_params(),
-        code=code_hash("stages/report.py"),
+        code=code_hash("stages/report.py", "report_transfer.py"),
     log:
         f"{LOGS}/report.log",
     threads: 1

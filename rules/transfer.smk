@@ -6,6 +6,13 @@ rule transfer:
     output:
         metrics=f"{RES}/transfer/{{task}}/{{space}}/{{method}}/metrics.json",
         timing=f"{RES}/transfer/{{task}}/{{space}}/{{method}}/timing.json",
+        examples=report(
+            f"{RES}/transfer/{{task}}/{{space}}/{{method}}/examples.png",
+            caption="../workflow/report/transfer.rst",
+            category="Transfer",
+            subcategory="{task}",
+            labels={"space": "{space}", "method": "{method}"},
+        ),
     params:
         cfg=lambda w: stage_params("space", transfer={w.task: config["transfer"][w.task]}),
         code=code_hash("stages/transfer.py", "transfer", "spaces", "training.py"),

@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from nasstudy.data.classification import DataError
 from nasstudy.stages import prepare_data
 from nasstudy.tracking import MemoryTracker
 from nasstudy.utils import read_json
@@ -25,6 +26,7 @@ PARAMS = {
         "scene_train": 4,
         "scene_val": 2,
         "max_objects": 3,
+        "scene_source": "synthetic",
     },
 }
 FILES = {
@@ -55,7 +57,8 @@ def test_outputs_follow_contract(tmp_path):
             assert z["labels"].dtype == np.int64 and z["labels"].max() < 4
     for key, n in [("scenes_train", 4), ("scenes_val", 2)]:
         with np.load(outputs[key]) as z:
-            assert sorted(z.files) == ["box_image", "box_labels", "boxes", "images", "masks"]
+            assert sorted(z.files) == ["box_image", "box_labels", "boxes", "class_names", "images", "masks"]
+            assert list(z["class_names"]) == ["circle", "square", "triangle", "cross"]
             assert z["images"].shape == (n, 32, 32, 3) and z["masks"].shape == (n, 32, 32)
             assert z["boxes"].dtype == np.float32 and z["box_labels"].min() >= 1
     summary = read_json(outputs["summary"])
@@ -112,6 +115,35 @@ def test_npz_source_reads_real_cifar10_and_draws_val_from_train(tmp_path: Path) 
 def test_npz_source_names_the_missing_file(tmp_path: Path) -> None:
     params = {**PARAMS, "data": {**PARAMS["data"], "source": "npz", "root": str(tmp_path)}}
     outputs = {k: tmp_path / "out" / v for k, v in FILES.items()}
-    with pytest.raises(FileNotFoundError, match=f"{tmp_path}/train.npz is missing"):
+    with pytest.raises(DataError, match=f"{tmp_path}/train.npz"):
         prepare_data.run({}, outputs, params, {}, MemoryTracker())
     assert not (tmp_path / "out").exists()
+
+
+COCO = CIFAR.parent / "detseg" / "tiny_coco"
+COCO_DATA = {"scene_source": "coco", "scene_root": str(COCO), "scene_size": 64, "scene_val": 10,
+             "scene_train_split": "train2017", "scene_val_split": "val2017"}  # fmt: skip
+
+
+@pytest.mark.skipif(not COCO.is_dir(), reason="tiny_coco not present")
+def test_coco_scenes_keep_their_categories(tmp_path: Path) -> None:
+    """Real COCO scenes: a seeded subset, resized and padded, with COCO's 80 category names in the npz."""
+    data = {**PARAMS["data"], **COCO_DATA, "scene_train": 20}
+    outputs, _ = _run(tmp_path, {**PARAMS, "data": data})
+    with np.load(outputs["scenes_train"]) as z:
+        assert z["images"].shape == (20, 64, 64, 3) and len(z["class_names"]) == 80
+        assert z["class_names"][0] == "person" and z["box_image"].max() < 20
+        assert 1 <= z["box_labels"].min() and z["box_labels"].max() <= 80 and len(z["boxes"]) > 20
+        assert (z["masks"] > 0).any()
+    summary = read_json(outputs["summary"])
+    assert summary["scene_source"] == "coco" and summary["splits"]["scenes_val"]["count"] == 10
+    again, _ = _run(tmp_path / "again", {**PARAMS, "data": data})
+    assert again["scenes_val"].read_bytes() == outputs["scenes_val"].read_bytes()
+
+
+@pytest.mark.skipif(not COCO.is_dir(), reason="tiny_coco not present")
+def test_asking_for_more_scenes_than_the_split_has_is_an_error(tmp_path: Path) -> None:
+    data = {**PARAMS["data"], **COCO_DATA, "scene_train": 51}
+    with pytest.raises(DataError, match=r"train2017.*data.scene_train = 51, it has 50"):
+        _run(tmp_path, {**PARAMS, "data": data})
+    assert not (tmp_path / "data").exists()

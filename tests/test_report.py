@@ -57,6 +57,7 @@ def make_tree(root: Path, transfer: bool = True) -> dict[str, list[Path]]:
             "retrain_metrics",
             "retrain_timing",
             "transfer_metrics",
+            "transfer_examples",
         ]
     }
     for space in SPACES:
@@ -110,15 +111,25 @@ def make_tree(root: Path, transfer: bool = True) -> dict[str, list[Path]]:
         inp["retrain_timing"].append(_json(d / "timing.json", {"latency_ms": 1.5, "train_seconds": 9.0}))
         if transfer:
             t = root / "transfer"
+            # per_class as transfer writes it; nse/random saw no "bus" (a blank cell in the table)
+            ap = {"car": tacc / 5, "person": tacc / 10} | ({} if (space, method) == ("nse", "random") else {"bus": 1.5})
             inp["transfer_metrics"].append(
                 _json(
                     t / "detection" / space / method / "metrics.json",
-                    {"map": tacc / 4, "map_50": 1, "map_75": 1},
+                    {"map": tacc / 4, "map_50": 1, "map_75": 1, "per_class": ap},
                 )
             )
+            iou = {"background": 90.0, "car": tacc / 3, "person": 12.345}
             inp["transfer_metrics"].append(
-                _json(t / "segmentation" / space / method / "metrics.json", {"miou": tacc / 2, "pixel_acc": 90})
+                _json(
+                    t / "segmentation" / space / method / "metrics.json",
+                    {"miou": tacc / 2, "pixel_acc": 90, "per_class": iou},
+                )
             )
+            for task in ("detection", "segmentation"):
+                png = t / task / space / method / "examples.png"
+                png.write_bytes(b"\x89PNG\r\n\x1a\n")
+                inp["transfer_examples"].append(png)
     return inp
 
 
@@ -190,6 +201,16 @@ def test_report_full(tmp_path: Path) -> None:
 
     md = out["summary_md"].read_text()
     assert "| nse | rea |" in md and "251.0K" in md and "0.667" in md
+    # per-class tables: rows = class, columns = space / method in the main table's order
+    header = "| Class | initial / random | initial / rea | nse / random | nse / rea |"
+    assert md.count(header) == 2
+    assert "### Detection: AP per category (%)" in md and "### Segmentation: IoU per class (%)" in md
+    assert "| bus | 1.50 | 1.50 | — | 1.50 |" in md
+    assert "| car | 11.00 | 13.00 | 12.00 | 16.00 |" in md  # AP = test_acc / 5
+    seg = md[md.index("### Segmentation") :]
+    assert seg.index("| background |") < seg.index("| car |") < seg.index("| person | 12.35 |")
+    assert "[nse / rea](../transfer/segmentation/nse/rea/examples.png)" in md
+    assert rep["transfer_per_class"]["detection"]["nse / random"] == {"car": 12.0, "person": 6.0}
     assert tracker.last("kendall_tau") == pytest.approx(2 / 3)
     assert tracker.last("initial/rea/test_acc") == 65.0
     assert out["ops_plot"] in tracker.artifacts and out["summary_md"] in tracker.artifacts
@@ -201,7 +222,7 @@ def test_report_without_transfer(tmp_path: Path) -> None:
     assert len(df) == 4 and df["det_map"].isna().all() and df["seg_miou"].isna().all()
     assert df["test_acc"].notna().all()
     md = out["summary_md"].read_text()
-    assert "—" in md
+    assert "—" in md and "Per-class" not in md and "examples.png" not in md
     for p in out.values():
         assert p.stat().st_size > 0
     # same inputs, same bytes: PNGs carry no version stamp

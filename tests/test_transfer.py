@@ -1,4 +1,5 @@
-"""transfer on tiny scenes: every detector and head runs, metrics follow the contract and repeat."""
+"""transfer on tiny scenes: every detector and head runs, metrics (per class too) follow the contract
+and repeat, examples.png is drawn and repeats byte for byte, the classes come from the scenes."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from nasstudy.spaces.mobile import build_net
 from nasstudy.stages import transfer
 from nasstudy.tracking import MemoryTracker
 from nasstudy.training import save_checkpoint
+from nasstudy.transfer import detection
 from nasstudy.transfer.backbone import FPNBackbone, load_retrained
 from nasstudy.transfer.detection import evaluate_detector, scene_targets
 from nasstudy.transfer.segmentation import evaluate_segmenter
@@ -34,12 +36,15 @@ SPACE = {
 }
 OPS = [["mb3_e1"], ["mb3_e3"], [], ["mb3_e1", "mb3_e3"]]
 SIZE = 32
-DETECTION = {"epochs": 1, "batch_size": 4, "lr": 0.01, "min_size": SIZE, "max_size": SIZE}
+# min_instances 1: the tiny val split has only a few boxes per class
+DETECTION = {"epochs": 1, "batch_size": 4, "lr": 0.01, "min_size": SIZE, "max_size": SIZE, "min_instances": 1}
+NAMES = ["circle", "red square", "tri/angle"]  # label k is NAMES[k - 1]; odd characters for MLflow names
 SEGMENTATION = {"epochs": 1, "batch_size": 4, "lr": 0.01}
 
 
-def _write_scenes(path: Path, n: int, seed: int) -> None:
-    """Rectangles of classes 1..3 on noise, with their masks and boxes; image 0 has no object."""
+def _write_scenes(path: Path, n: int, seed: int, names: list[str] | None = None) -> None:
+    """Rectangles of classes 1..3 on noise, with their masks and boxes; image 0 has no object.
+    With `names`, the file also holds `class_names` (a numpy unicode array, as prepare_data writes)."""
     rng = np.random.default_rng(seed)
     images = rng.integers(0, 100, (n, SIZE, SIZE, 3)).astype(np.uint8)
     masks = np.zeros((n, SIZE, SIZE), np.uint8)
@@ -61,6 +66,7 @@ def _write_scenes(path: Path, n: int, seed: int) -> None:
         boxes=np.array(boxes, np.float32).reshape(-1, 4),
         box_labels=np.array(labels, np.int64),
         box_image=np.array(owner, np.int64),
+        **({} if names is None else {"class_names": np.asarray(names, dtype=str)}),
     )
 
 
@@ -76,15 +82,26 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"scenes_train": tmp / "train.npz", "scenes_val": tmp / "val.npz", "model": tmp / "model.pt"}
 
 
-def _run(inputs: dict[str, Path], out: Path, task: str, option: str) -> tuple[dict, MemoryTracker]:
+@pytest.fixture(scope="module")
+def named_inputs(inputs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The same scenes with `class_names` in both npz files."""
+    tmp = tmp_path_factory.mktemp("named")
+    _write_scenes(tmp / "train.npz", 8, 0, NAMES)
+    _write_scenes(tmp / "val.npz", 4, 1, NAMES)
+    return dict(inputs, scenes_train=tmp / "train.npz", scenes_val=tmp / "val.npz")
+
+
+def _run(inputs: dict[str, Path], out: Path, task: str, option: str, space: dict = SPACE) -> tuple[dict, MemoryTracker]:
     out.mkdir()
     cfg = dict(DETECTION, detector=option) if task == "detection" else dict(SEGMENTATION, head=option)
-    params = {"seed": 0, "study": "t", "device": "cpu", "threads": 1, "space": SPACE, "transfer": {task: cfg}}
-    outputs = {"metrics": out / "metrics.json", "timing": out / "timing.json"}
+    params = {"seed": 0, "study": "t", "device": "cpu", "threads": 1, "space": space, "transfer": {task: cfg}}
+    outputs = {"metrics": out / "metrics.json", "timing": out / "timing.json", "examples": out / "examples.png"}
     tracker = MemoryTracker()
     transfer.run(inputs, outputs, params, {"task": task, "space": "initial", "method": "rea"}, tracker)
     timing = json.loads(outputs["timing"].read_text())
     assert set(timing) == {"train_seconds", "eval_seconds"}
+    assert outputs["examples"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert tracker.artifacts == [outputs["examples"]]
     return json.loads(outputs["metrics"].read_text()), tracker
 
 
@@ -100,16 +117,58 @@ def _run(inputs: dict[str, Path], out: Path, task: str, option: str) -> tuple[di
 )
 def test_transfer_options(inputs: dict[str, Path], tmp_path: Path, task: str, option: str, keys: set) -> None:
     metrics, tracker = _run(inputs, tmp_path / "a", task, option)
+    per_class = metrics.pop("per_class")
     assert set(metrics) == keys
-    assert all(0.0 <= v <= 100.0 for v in metrics.values())
+    assert all(0.0 <= v <= 100.0 for v in [*metrics.values(), *per_class.values()])
     assert [s for k, _, s in tracker.metrics if k == "train_loss"] == [1]
+    # no class_names in these scenes: space.num_classes (3) classes named class_1..class_3
+    names = {"class_1", "class_2", "class_3"} | ({"background"} if task == "segmentation" else set())
+    assert per_class and set(per_class) <= names
+    logged = {k for k, _, _ in tracker.metrics}
+    assert "per_class" not in logged and keys <= logged
+    prefix = "ap" if task == "detection" else "iou"
+    assert {k for k in logged if k.startswith(prefix + ".")} == {f"{prefix}.{c}" for c in per_class}
 
 
 @pytest.mark.parametrize("task, option", [("detection", "fcos"), ("segmentation", "fcn")])
 def test_transfer_repeats(inputs: dict[str, Path], tmp_path: Path, task: str, option: str) -> None:
     _run(inputs, tmp_path / "a", task, option)
     _run(inputs, tmp_path / "b", task, option)
-    assert (tmp_path / "a/metrics.json").read_bytes() == (tmp_path / "b/metrics.json").read_bytes()
+    for name in ("metrics.json", "examples.png"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+
+
+def test_classes_come_from_the_scenes(
+    named_inputs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """3 class_names in the npz beat space.num_classes = 5: a detector over 4 labels (0 unused), a
+    segmenter over background + 3, per_class keyed by the names, MLflow names sanitised."""
+    assert transfer.load_scenes(named_inputs["scenes_val"])["class_names"].tolist() == NAMES
+    built = []
+    build = detection.build_detector
+    monkeypatch.setattr(detection, "build_detector", lambda net, c, *a: built.append(c) or build(net, c, *a))
+    space = dict(SPACE, num_classes=5)
+    det, tracker = _run(named_inputs, tmp_path / "det", "detection", "fcos", space)
+    assert built == [3] and tracker.params["scene_classes"] == 3
+    assert det["per_class"] and set(det["per_class"]) <= set(NAMES)
+    assert {k for k, _, _ in tracker.metrics if k.startswith("ap.")} <= {"ap.circle", "ap.red_square", "ap.tri_angle"}
+    seg, tracker = _run(named_inputs, tmp_path / "seg", "segmentation", "fcn", space)
+    assert set(seg["per_class"]) == {"background", "circle", "red square"}  # the val masks lack class 3
+    assert tracker.last("iou.red_square") == seg["per_class"]["red square"]
+
+
+def test_class_names_and_mlflow_names() -> None:
+    named, plain = {"class_names": np.asarray(NAMES)}, {}
+    assert transfer.scene_class_names(named, named, 5) == NAMES
+    assert transfer.scene_class_names(plain, named, 5) == NAMES
+    assert transfer.scene_class_names(plain, plain, 2) == ["class_1", "class_2"]
+    with pytest.raises(ValueError, match="different class_names"):
+        transfer.scene_class_names(named, {"class_names": np.asarray(NAMES[:2])}, 5)
+    assert transfer.mlflow_names("ap", {"a b": 1, "a/b": 2.5, "ok-1.x": 3}) == {
+        "ap.a_b": 1.0,
+        "ap.a_b_2": 2.5,
+        "ap.ok-1.x": 3.0,
+    }
 
 
 def test_unknown_task_and_options(inputs: dict[str, Path], tmp_path: Path) -> None:
@@ -155,8 +214,13 @@ class _Oracle(torch.nn.Module):
 def test_metrics_are_perfect_for_the_ground_truth(inputs: dict[str, Path]) -> None:
     val = transfer.load_scenes(inputs["scenes_val"])
     cpu = torch.device("cpu")
-    det = evaluate_detector(_Oracle(val, "detection"), val, 3, cpu)
-    assert det == {"map": 100.0, "map_50": 100.0, "map_75": 100.0}
+    counts = np.bincount(val["box_labels"], minlength=4)[1:]
+    det = evaluate_detector(_Oracle(val, "detection"), val, 3, cpu, NAMES, min_instances=2)
+    # per_class: only the categories with at least min_instances val boxes
+    per_class = {n: 100.0 for n, c in zip(NAMES, counts) if c >= 2}
+    assert 0 < len(per_class) < 3, counts  # the threshold leaves out some class of these scenes
+    assert det == {"map": 100.0, "map_50": 100.0, "map_75": 100.0, "per_class": per_class}
     zero, one = torch.zeros(1, 3, 1, 1), torch.ones(1, 3, 1, 1)
     seg = evaluate_segmenter(_Oracle(val, "segmentation"), val, 4, 3, cpu, zero, one)
-    assert seg == {"miou": 100.0, "pixel_acc": 100.0}
+    per_class = {"background": 100.0} | {f"class_{k}": 100.0 for k in range(1, 4) if counts[k - 1]}
+    assert seg == {"miou": 100.0, "pixel_acc": 100.0, "per_class": per_class}

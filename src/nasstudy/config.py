@@ -150,6 +150,16 @@ def check_consistency(cfg: dict) -> None:
             raise ParamsError(f"data.root is missing: data.source = {data['source']!r} needs a local data folder")
         if not Path(root).is_dir():
             raise ParamsError(f"data.root = {root!r} is not an existing folder (data.source = {data['source']!r})")
+    if data["scene_source"] != "synthetic":
+        root = data.get("scene_root")
+        if not root:
+            raise ParamsError(
+                f"data.scene_root is missing: data.scene_source = {data['scene_source']!r} needs a folder"
+            )
+        if not Path(root).is_dir():
+            raise ParamsError(
+                f"data.scene_root = {root!r} is not an existing folder (data.scene_source = {data['scene_source']!r})"
+            )
     space = cfg["space"]
     if "pool" not in space or "stages" not in space:
         raise ParamsError("space.pool and space.stages are required")

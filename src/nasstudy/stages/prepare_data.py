@@ -14,13 +14,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from nasstudy.data.synthetic import CLASS_NAMES, class_names, make_classification, make_scenes
+from nasstudy.data.sources import Split, classification_splits, scene_splits
 from nasstudy.tracking import Tracker
-from nasstudy.utils import atomic_write_bytes, make_rng, write_json
+from nasstudy.utils import atomic_write_bytes, write_json
 
 STAGE = "prepare_data"
-CLS_SPLITS = {"cls_train": "train", "cls_val": "val", "cls_test": "test"}
-SCENE_SPLITS = {"scenes_train": "scene_train", "scenes_val": "scene_val"}
+SCENE_SPLITS = ("scenes_train", "scenes_val")
 
 
 def write_npz(path: str | Path, **arrays: np.ndarray) -> None:
@@ -40,75 +39,23 @@ def write_npz(path: str | Path, **arrays: np.ndarray) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def generate(params: dict) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, dict]]:
-    """All splits as arrays: ({cls split: (images, labels)}, {scene split: scene dict})."""
-    data = params["data"]
-    if data["source"] not in ("synthetic", "npz"):
-        raise ValueError(f"data.source {data['source']!r} is not supported (allowed: synthetic, npz)")
-    seed, c = params["seed"], int(data["num_classes"])
-    cls = load_npz_splits(params) if data["source"] == "npz" else {}
-    scenes = {}
-    for key in tqdm([*CLS_SPLITS, *SCENE_SPLITS], desc=STAGE, file=sys.stderr, mininterval=5):
-        rng = make_rng(seed, STAGE, key)
-        if key in CLS_SPLITS and key not in cls:
-            cls[key] = make_classification(int(data[CLS_SPLITS[key]]), int(data["image_size"]), c, rng)
-        elif key in SCENE_SPLITS:
-            n, size, k = int(data[SCENE_SPLITS[key]]), int(data["scene_size"]), int(data["max_objects"])
-            scenes[key] = make_scenes(n, size, scene_classes(c), k, rng)
-    return cls, scenes
+def generate(params: dict) -> tuple[dict[str, Split], dict[str, dict], list[str], list[str]]:
+    """All splits as arrays: ({cls split: (images, labels)}, {scene split: scene dict}, class names,
+    scene class names)."""
+    with tqdm(total=2, desc=STAGE, file=sys.stderr, mininterval=5) as bar:
+        cls, names = classification_splits(params["data"], params["seed"])
+        bar.update()
+        scenes, scene_names = scene_splits(params["data"], params["seed"])
+        bar.update()
+    return cls, scenes, names, scene_names
 
 
-def scene_classes(num_classes: int) -> int:
-    """Scenes are always synthetic shapes: as many shape classes as the data has, at most all shapes."""
-    return min(num_classes, len(CLASS_NAMES))
-
-
-def load_npz_splits(params: dict) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Classification splits from a local folder with train.npz and test.npz (`images` N,H,W,3 uint8,
-    `labels`): val is drawn from train (never from test), as the papers do; seeded subsets."""
-    data, root = params["data"], Path(params["data"]["root"])
-    arrays = {}
-    for name in ("train", "test"):
-        path = root / f"{name}.npz"
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} is missing: data.source 'npz' needs {root}/train.npz and test.npz")
-        with np.load(path) as f:
-            if "images" not in f or "labels" not in f:
-                raise ValueError(f"{path} must hold arrays 'images' (N,H,W,3 uint8) and 'labels'; has {f.files}")
-            images, labels = f["images"], f["labels"].astype(np.int64)
-        size = int(data["image_size"])
-        if images.ndim != 4 or images.shape[1:] != (size, size, 3) or images.dtype != np.uint8:
-            raise ValueError(f"{path}: images are {images.dtype}{images.shape}, expected uint8 (N,{size},{size},3)")
-        if labels.min() < 0 or labels.max() >= int(data["num_classes"]):
-            raise ValueError(
-                f"{path}: labels span {labels.min()}..{labels.max()}, data.num_classes is {data['num_classes']}"
-            )
-        arrays[name] = (images, labels)
-    n_train, n_val, n_test = int(data["train"]), int(data["val"]), int(data["test"])
-    if n_train + n_val > len(arrays["train"][0]) or n_test > len(arrays["test"][0]):
-        raise ValueError(
-            f"{root}: asked for {n_train}+{n_val} train/val and {n_test} test images, "
-            f"the folder has {len(arrays['train'][0])} train and {len(arrays['test'][0])} test"
-        )
-    order = make_rng(params["seed"], STAGE, "npz_split").permutation(len(arrays["train"][0]))
-    train_idx, val_idx = np.sort(order[n_val : n_val + n_train]), np.sort(order[:n_val])
-    test_idx = np.sort(make_rng(params["seed"], STAGE, "npz_test").permutation(len(arrays["test"][0]))[:n_test])
-    pick = lambda split, idx: (arrays[split][0][idx], arrays[split][1][idx])  # noqa: E731
-    return {
-        "cls_train": pick("train", train_idx),
-        "cls_val": pick("train", val_idx),
-        "cls_test": pick("test", test_idx),
-    }
-
-
-def summarise(params: dict, cls: dict, scenes: dict) -> dict:
+def summarise(params: dict, cls: dict, scenes: dict, names: list[str], scene_names: list[str]) -> dict:
     """Counts, sizes and per-class balance: what a person checks before trusting the data."""
     data = params["data"]
-    c = int(data["num_classes"])
-    names = class_names(c) if data["source"] == "synthetic" else [f"class_{i}" for i in range(c)]
-    scene_names = class_names(scene_classes(c))
     out: dict = {
         "source": data["source"],
+        "scene_source": data["scene_source"],
         "seed": params["seed"],
         "class_names": names,
         "num_classes": len(names),
@@ -188,12 +135,13 @@ def run(
     inputs: dict[str, Path], outputs: dict[str, Path], params: dict, wildcards: dict[str, str], tracker: Tracker
 ) -> None:
     """Generate every split, write the npz files, summary.json and preview.png, and log the counts."""
-    cls, scenes = generate(params)
+    cls, scenes, names, scene_names = generate(params)
     for key, (images, labels) in cls.items():
         write_npz(outputs[key], images=images, labels=labels)
     for key, sc in scenes.items():
-        write_npz(outputs[key], **{k: sc[k] for k in ("images", "masks", "boxes", "box_labels", "box_image")})
-    summary = summarise(params, cls, scenes)
+        arrays = {k: sc[k] for k in ("images", "masks", "boxes", "box_labels", "box_image")}
+        write_npz(outputs[key], **arrays, class_names=np.asarray(scene_names, dtype=str))
+    summary = summarise(params, cls, scenes, names, scene_names)
     write_json(outputs["summary"], summary)
     write_preview(
         outputs["preview"],

@@ -1,5 +1,8 @@
 """Report stage: gather every result of the study into one table, a JSON summary and four figures.
 
+Per-class transfer tables and the links to the transfer jobs' examples.png come from
+nasstudy.report_transfer.
+
 It only reads the small CSV/JSON files the other stages write (docs/architecture.md, "File
 formats") and never fails on a missing piece: a task that did not run shows as a blank cell.
 """
@@ -8,6 +11,7 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +22,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from scipy.stats import kendalltau
 
+from nasstudy import report_transfer
 from nasstudy.tracking import Tracker
 from nasstudy.utils import atomic_write_bytes, read_json, write_json
 
@@ -211,8 +216,17 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     atomic_write_bytes(path, df.to_csv(index=False, float_format="%.6g").encode())
 
 
-def write_markdown(path: Path, rows: list[dict], tau: dict, spread: dict, fronts: list[dict]) -> None:
-    """The table a person reads, with one line per figure and the numbers behind them."""
+def write_markdown(
+    path: Path,
+    rows: list[dict],
+    tau: dict,
+    spread: dict,
+    fronts: list[dict],
+    figures: Sequence[str] = (),
+    sections: Sequence[str] = (),
+) -> None:
+    """The table a person reads, with one line per figure and the numbers behind them; `figures`
+    adds lines to the figures list, `sections` whole sections after it."""
     lines = ["# NAS study summary", ""]
     lines.append("| " + " | ".join(h for _, h in COLUMNS) + " |")
     lines.append("|" + "|".join("---" if c in ("space", "method") else "---:" for c, _ in COLUMNS) + "|")
@@ -247,6 +261,7 @@ def write_markdown(path: Path, rows: list[dict], tau: dict, spread: dict, fronts
             f"- evolution, {f['evolution']} gen {f['gen']}: {f['n_front']} of {f['n']} archs on the front, "
             f"best acc {_fmt('', f['best_acc'])}."
         )
+    lines += [*figures, *sections]
     atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
 
 
@@ -424,9 +439,20 @@ def run(
     spread = random_spread({s: randoms[s] for s in spaces if s in randoms})
     fronts = front_summary(inputs)
     ops, gens, active, front = op_counts(inputs, params.get("space", {}).get("pool"))
+    jobs = [(parse_path(p), read_json(p)) for p in _paths(inputs, "transfer_metrics")]
+    per_class = report_transfer.per_class_tables(jobs, [(r["space"], r["method"]) for r in rows])
+    examples = [parse_path(p) for p in _paths(inputs, "transfer_examples")]
 
     write_csv(out["summary_csv"], rows)
-    write_markdown(out["summary_md"], rows, tau, spread, fronts)
+    write_markdown(
+        out["summary_md"],
+        rows,
+        tau,
+        spread,
+        fronts,
+        report_transfer.example_lines(examples),
+        report_transfer.table_lines(per_class),
+    )
     report = {
         "study": params.get("study"),
         "rows": rows,
@@ -434,6 +460,7 @@ def run(
         "random_archs": spread,
         "evolution": fronts,
         "op_active": {op: dict(zip(gens, active[i].tolist())) for i, op in enumerate(ops)},
+        "transfer_per_class": per_class,
     }
     write_json(out["report_json"], report)
     plot_pareto(out["pareto_plot"], randoms, histories, spaces)

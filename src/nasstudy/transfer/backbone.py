@@ -7,6 +7,7 @@ weights loaded), with its multi-scale `features` fed to `torchvision.ops.Feature
 
 from __future__ import annotations
 
+import io
 from collections import OrderedDict
 from pathlib import Path
 
@@ -16,6 +17,10 @@ from torch import Tensor, nn
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
 
 from nasstudy.spaces.mobile import build_net
+from nasstudy.utils import atomic_write_bytes
+
+EXAMPLES = 6  # val scenes drawn in examples.png: the first ones, so every run draws the same
+EXAMPLE_COLUMNS = 3  # scenes per row of examples.png
 
 
 def load_retrained(path: str | Path) -> tuple[nn.Module, dict]:
@@ -123,3 +128,50 @@ def cosine_sgd(
     opt = torch.optim.SGD(trainable, lr=lr, momentum=momentum, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps))
     return opt, sched
+
+
+# ----------------------------------------------------------------------------- examples.png
+
+
+def label_colours(num_classes: int) -> np.ndarray:
+    """RGBA per label 0..C: 0 (background) transparent, objects from tab10 (up to 10 classes) or
+    tab20 (cycling past 20)."""
+    from matplotlib import colormaps
+
+    k = 10 if num_classes <= 10 else 20
+    tab = colormaps[f"tab{k}"](np.arange(k))
+    return np.vstack([[0.0, 0.0, 0.0, 0.0], tab[np.arange(num_classes) % k]])
+
+
+def class_legend(fig, colours: np.ndarray, names: list[str], labels) -> None:
+    """A figure legend: colour and name of each label in `labels` (label k is names[k - 1])."""
+    from matplotlib.patches import Patch
+
+    shown = sorted({int(k) for k in labels if 0 < int(k) <= len(names)})
+    if shown:
+        handles = [Patch(color=colours[k], label=names[k - 1]) for k in shown]
+        fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 8), fontsize=7, frameon=False)
+
+
+def example_figure(n: int, panels: int, title: str):
+    """A matplotlib Figure (no pyplot state) for `n` scenes of `panels` axes each, EXAMPLE_COLUMNS
+    scenes per row; returns it with the n * panels axes in scene order (extra cells hidden)."""
+    from matplotlib.figure import Figure
+
+    cols = EXAMPLE_COLUMNS * panels
+    rows = max(1, -(-n // EXAMPLE_COLUMNS))
+    fig = Figure(figsize=(1.9 * cols, 2.0 * rows + 0.5), layout="constrained")
+    axes = list(fig.subplots(rows, cols, squeeze=False).flat)
+    for ax in axes[n * panels :]:
+        ax.axis("off")
+    if n == 0:
+        axes[0].text(0.5, 0.5, "no val scenes", ha="center", va="center", transform=axes[0].transAxes)
+    fig.suptitle(title, fontsize=9)
+    return fig, axes[: n * panels]
+
+
+def save_png(fig, path: str | Path, dpi: int = 100) -> None:
+    """PNG without the software/version stamp, written atomically: reruns give identical bytes."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
+    atomic_write_bytes(path, buf.getvalue())

@@ -21,7 +21,18 @@ from torchvision.models.detection.retinanet import RetinaNetHead
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from tqdm import tqdm
 
-from nasstudy.transfer.backbone import FPNBackbone, backbone_kw, cosine_sgd, normalise, scene_batches
+from nasstudy.transfer.backbone import (
+    EXAMPLES,
+    FPNBackbone,
+    backbone_kw,
+    class_legend,
+    cosine_sgd,
+    example_figure,
+    label_colours,
+    normalise,
+    save_png,
+    scene_batches,
+)
 
 DETECTORS = ("fcos", "retinanet")
 # Knobs not in the params file (a params section may override them): small, because the default
@@ -35,7 +46,11 @@ DEFAULTS = {
     "channels_last": True,
     "weight_decay": 1e-4,
     "momentum": 0.9,
+    # Per-class AP only for categories with at least this many ground-truth boxes in val: fewer
+    # make an AP that a single box swings by tens of points. Not in the params schema: set here.
+    "min_instances": 5,
 }
+EXAMPLE_SCORE = 0.3  # predictions drawn in examples.png: score at least this
 
 
 def build_detector(
@@ -144,38 +159,111 @@ def train_detector(
 
 @torch.no_grad()
 def evaluate_detector(
-    model: nn.Module, data: dict[str, np.ndarray], batch_size: int, device: torch.device
-) -> dict[str, float]:
-    """COCO mAP, mAP@0.5, mAP@0.75 (percent) with torchmetrics' pycocotools backend."""
+    model: nn.Module,
+    data: dict[str, np.ndarray],
+    batch_size: int,
+    device: torch.device,
+    class_names: list[str] | None = None,
+    min_instances: int = DEFAULTS["min_instances"],
+) -> dict:
+    """COCO mAP, mAP@0.5, mAP@0.75 (percent) with torchmetrics' pycocotools backend, and `per_class`:
+    {class name: AP (percent)} for the categories with at least `min_instances` ground-truth boxes.
+
+    Label k is `class_names[k - 1]` (`class_k` where no name is given)."""
     from torchmetrics.detection import MeanAveragePrecision  # slow import: only where used
 
-    metric = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", backend="pycocotools")
+    metric = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", backend="pycocotools", class_metrics=True)
     model.to(device).eval()
+    counts: dict[int, int] = {}
     for idx in scene_batches(len(data["images"]), batch_size, None):
         preds = model(list(normalise(data["images"][idx]).to(device)))
-        metric.update([{k: v.cpu() for k, v in p.items()} for p in preds], scene_targets(data, idx))
+        targets = scene_targets(data, idx)
+        for t in targets:
+            for label in t["labels"].tolist():
+                counts[label] = counts.get(label, 0) + 1
+        metric.update([{k: v.cpu() for k, v in p.items()} for p in preds], targets)
     r = metric.compute()
     # -1 means "no ground truth"; report 0 then, so the value stays a percentage.
-    return {k: round(100.0 * max(0.0, float(r[k])), 4) for k in ("map", "map_50", "map_75")}
+    out: dict = {k: round(100.0 * max(0.0, float(r[k])), 4) for k in ("map", "map_50", "map_75")}
+    ap = dict(zip(r["classes"].reshape(-1).tolist(), r["map_per_class"].reshape(-1).tolist()))
+    out["per_class"] = {
+        label_name(k, class_names): round(100.0 * max(0.0, float(ap.get(k, 0.0))), 4)
+        for k, n in sorted(counts.items())
+        if n >= min_instances
+    }
+    return out
+
+
+def label_name(label: int, class_names: list[str] | None) -> str:
+    """Name of object label `label` (1-based): `class_names[label - 1]`, or `class_{label}`."""
+    if class_names is not None and 1 <= label <= len(class_names):
+        return str(class_names[label - 1])
+    return f"class_{label}"
+
+
+@torch.no_grad()
+def draw_examples(
+    path,
+    model: nn.Module,
+    data: dict[str, np.ndarray],
+    class_names: list[str],
+    device: torch.device,
+    n: int = EXAMPLES,
+    score_thresh: float = EXAMPLE_SCORE,
+) -> None:
+    """PNG of the first `n` val scenes: ground-truth boxes dashed white, predictions (score >=
+    `score_thresh`) in their class colour with name and score. Images are the stored uint8 pixels."""
+    from matplotlib.patches import Rectangle
+
+    n = min(n, len(data["images"]))
+    idx = np.arange(n)
+    model.to(device).eval()
+    preds = [{k: v.cpu() for k, v in p.items()} for p in model(list(normalise(data["images"][idx]).to(device)))]
+    colours = label_colours(len(class_names))
+    fig, axes = example_figure(n, 1, f"detection: predictions (score >= {score_thresh}), ground truth dashed white")
+    shown = []
+    for ax, i, pred, target in zip(axes, idx, preds, scene_targets(data, idx)):
+        ax.imshow(data["images"][i], interpolation="nearest")
+        for b in target["boxes"].tolist():
+            ax.add_patch(Rectangle((b[0] - 0.5, b[1] - 0.5), b[2] - b[0], b[3] - b[1], fill=False, ec="w", ls="--"))
+        keep = pred["scores"] >= score_thresh
+        for b, label, score in zip(
+            pred["boxes"][keep].tolist(), pred["labels"][keep].tolist(), pred["scores"][keep].tolist()
+        ):
+            colour = colours[label] if 0 < label < len(colours) else "r"
+            ax.add_patch(Rectangle((b[0] - 0.5, b[1] - 0.5), b[2] - b[0], b[3] - b[1], fill=False, lw=1.5, ec=colour))
+            text = f"{label_name(label, class_names)} {score:.2f}"
+            box = {"facecolor": colour, "alpha": 0.75, "pad": 0.8, "linewidth": 0}
+            ax.text(b[0], b[1] - 1, text, fontsize=6, color="w", va="bottom", bbox=box, clip_on=True)
+            shown.append(label)
+        ax.set_title(f"val scene {i}", fontsize=7)
+        ax.axis("off")
+    class_legend(fig, colours, class_names, shown)
+    save_png(fig, path)
 
 
 def run_detection(
     net: nn.Module,
     train: dict[str, np.ndarray],
     val: dict[str, np.ndarray],
-    num_classes: int,
+    class_names: list[str],
     cfg: dict,
     rng: np.random.Generator,
     tracker,
     device: torch.device,
     image_mean: list[float],
     image_std: list[float],
-) -> tuple[dict[str, float], dict[str, float]]:
-    """Build, train and score a detector; returns (metrics, timing)."""
-    model = build_detector(net, num_classes, cfg, image_mean, image_std)
+    examples=None,
+) -> tuple[dict, dict[str, float]]:
+    """Build, train and score a detector over `len(class_names)` object classes; draw `examples`
+    (a PNG path) when given; returns (metrics, timing)."""
+    cfg = {**DEFAULTS, **cfg}
+    model = build_detector(net, len(class_names), cfg, image_mean, image_std)
     t0 = time.perf_counter()
     train_detector(model, train, cfg, rng, tracker, device)
     t1 = time.perf_counter()
-    metrics = evaluate_detector(model, val, int(cfg["batch_size"]), device)
+    metrics = evaluate_detector(model, val, int(cfg["batch_size"]), device, class_names, int(cfg["min_instances"]))
     t2 = time.perf_counter()
+    if examples is not None:
+        draw_examples(examples, model, val, class_names, device)
     return metrics, {"train_seconds": round(t1 - t0, 3), "eval_seconds": round(t2 - t1, 3)}

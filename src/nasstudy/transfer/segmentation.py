@@ -19,7 +19,18 @@ from torchvision.models.segmentation.fcn import FCNHead
 from torchvision.models.segmentation.lraspp import LRASPPHead
 from tqdm import tqdm
 
-from nasstudy.transfer.backbone import FPNBackbone, backbone_kw, cosine_sgd, normalise, scene_batches
+from nasstudy.transfer.backbone import (
+    EXAMPLES,
+    FPNBackbone,
+    backbone_kw,
+    class_legend,
+    cosine_sgd,
+    example_figure,
+    label_colours,
+    normalise,
+    save_png,
+    scene_batches,
+)
 
 HEADS = ("fcn", "deeplabv3", "lraspp")
 # Knobs not in the params file (a params section may override them), sized for 96-px scenes on CPU.
@@ -34,6 +45,7 @@ DEFAULTS = {
     "weight_decay": 1e-4,
     "momentum": 0.9,
 }
+EXAMPLE_ALPHA = 0.55  # opacity of the class colours over the image in examples.png
 
 
 def _deeplab_head(in_ch: int, num_classes: int, width: int, rates: tuple[int, ...]) -> nn.Sequential:
@@ -122,6 +134,12 @@ def train_segmenter(
     return losses
 
 
+def class_label_names(num_classes: int, class_names: list[str] | None) -> list[str]:
+    """Names of labels 0..num_classes - 1: `background`, then `class_names` (`class_k` past its end)."""
+    names = list(class_names or [])
+    return ["background"] + [str(names[k - 1]) if k <= len(names) else f"class_{k}" for k in range(1, num_classes)]
+
+
 @torch.no_grad()
 def evaluate_segmenter(
     model: nn.Module,
@@ -131,8 +149,11 @@ def evaluate_segmenter(
     device: torch.device,
     mean: Tensor,
     std: Tensor,
-) -> dict[str, float]:
-    """mIoU over the classes present in the ground truth (background included) and pixel accuracy."""
+    class_names: list[str] | None = None,
+) -> dict:
+    """mIoU over the classes present in the ground truth (background included), pixel accuracy, and
+    `per_class`: {name: IoU} for those present classes (percent; label 0 is `background`, label k
+    `class_names[k - 1]`)."""
     from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 
     iou = MulticlassJaccardIndex(num_classes, average="none")
@@ -147,28 +168,74 @@ def evaluate_segmenter(
         present |= torch.bincount(y.flatten(), minlength=num_classes)[:num_classes] > 0
     per_class = iou.compute()
     miou = float(per_class[present].mean()) if present.any() else 0.0
-    return {"miou": round(100.0 * miou, 4), "pixel_acc": round(100.0 * float(acc.compute()), 4)}
+    names = class_label_names(num_classes, class_names)
+    return {
+        "miou": round(100.0 * miou, 4),
+        "pixel_acc": round(100.0 * float(acc.compute()), 4),
+        "per_class": {
+            names[k]: round(100.0 * float(per_class[k]), 4) for k in torch.nonzero(present).flatten().tolist()
+        },
+    }
+
+
+@torch.no_grad()
+def draw_examples(
+    path,
+    model: nn.Module,
+    data: dict[str, np.ndarray],
+    class_names: list[str],
+    device: torch.device,
+    mean: Tensor,
+    std: Tensor,
+    n: int = EXAMPLES,
+) -> None:
+    """PNG of the first `n` val scenes, each as two panels: predicted mask over the image, and the
+    ground-truth mask over it. Images are the stored uint8 pixels (before normalisation)."""
+    from matplotlib.colors import ListedColormap
+
+    n = min(n, len(data["images"]))
+    idx = np.arange(n)
+    model.to(device).eval()
+    x, _ = _batch(data, idx, mean, std)
+    pred = model(x.to(device)).argmax(1).cpu().numpy() if n else np.zeros((0, 1, 1), np.int64)
+    num_labels = len(class_names) + 1
+    colours = label_colours(len(class_names))
+    cmap = ListedColormap(colours)
+    fig, axes = example_figure(n, 2, "segmentation: prediction | ground truth (background clear)")
+    for j, i in enumerate(idx):
+        for ax, mask, title in ((axes[2 * j], pred[j], "pred"), (axes[2 * j + 1], data["masks"][i], "truth")):
+            ax.imshow(data["images"][i], interpolation="nearest")
+            ax.imshow(mask, cmap=cmap, vmin=-0.5, vmax=num_labels - 0.5, alpha=EXAMPLE_ALPHA, interpolation="nearest")
+            ax.set_title(f"val scene {i}: {title}", fontsize=7)
+            ax.axis("off")
+    class_legend(fig, colours, class_names, np.unique(np.concatenate([pred.ravel(), data["masks"][idx].ravel()])))
+    save_png(fig, path)
 
 
 def run_segmentation(
     net: nn.Module,
     train: dict[str, np.ndarray],
     val: dict[str, np.ndarray],
-    num_classes: int,
+    class_names: list[str],
     cfg: dict,
     rng: np.random.Generator,
     tracker,
     device: torch.device,
     image_mean: list[float],
     image_std: list[float],
-) -> tuple[dict[str, float], dict[str, float]]:
-    """Build, train and score a segmenter over `num_classes` + 1 labels; returns (metrics, timing)."""
-    model = SegmentationNet(net, num_classes + 1, cfg)
+    examples=None,
+) -> tuple[dict, dict[str, float]]:
+    """Build, train and score a segmenter over background + `len(class_names)` labels; draw
+    `examples` (a PNG path) when given; returns (metrics, timing)."""
+    num_classes = len(class_names) + 1
+    model = SegmentationNet(net, num_classes, cfg)
     mean = torch.tensor(image_mean).view(1, 3, 1, 1)
     std = torch.tensor(image_std).view(1, 3, 1, 1)
     t0 = time.perf_counter()
     train_segmenter(model, train, cfg, rng, tracker, device, mean, std)
     t1 = time.perf_counter()
-    metrics = evaluate_segmenter(model, val, num_classes + 1, int(cfg["batch_size"]), device, mean, std)
+    metrics = evaluate_segmenter(model, val, num_classes, int(cfg["batch_size"]), device, mean, std, class_names)
     t2 = time.perf_counter()
+    if examples is not None:
+        draw_examples(examples, model, val, class_names, device, mean, std)
     return metrics, {"train_seconds": round(t1 - t0, 3), "eval_seconds": round(t2 - t1, 3)}
