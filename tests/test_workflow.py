@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -78,10 +79,11 @@ def test_study_writes_every_stage_and_the_report(study: Path) -> None:
                 "supernet/initial/supernet.pt", "supernet/nse/random_archs.csv",
                 "search/nse/rea/best.json", "retrain/initial/random/model.pt",
                 "transfer/detection/initial/rea/metrics.json", "transfer/segmentation/nse/random/metrics.json",
+                "transfer/detection/nse/rea/examples.png", "search/initial/relativenas/state.json",
                 "report/summary.md", "report/pareto.png"):  # fmt: skip
         assert (res / rel).is_file(), rel
     table = (res / "report" / "summary.csv").read_text().splitlines()
-    assert len(table) == 1 + 4  # header + space x method
+    assert len(table) == 1 + 10  # header + 2 spaces x 5 methods
     report = json.loads((res / "report" / "report.json").read_text())
     assert "kendall_tau" in report
     assert (study / "logs" / "default" / "search" / "initial" / "rea.log").is_file()
@@ -107,9 +109,10 @@ def test_mlflow_has_parent_and_one_child_per_job(study: Path) -> None:
     children = [r for r in runs if r.data.tags.get("nasstudy.role") == "job"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     # 1 prepare_data + 1 init_space + 2 evolve + 2 warmup + 4 search + 4 retrain + 8 transfer + 1 report
-    assert len(children) == 23
+    assert len(children) == 35  # 1 prepare, 1 init, 2 evolve, 2 warmup, 10 search, 10 retrain, 8 transfer, 1 report
     names = {r.info.run_name for r in children}
     assert "search[space=nse,method=rea]" in names and "evolve_space[method=nse,gen=2]" in names
+    assert {f"search[space=nse,method={m}]" for m in ("random", "rea", "relativenas", "ganas", "weaknas")} <= names
     for r in children:
         assert r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
         assert r.info.status == "FINISHED"
@@ -147,3 +150,32 @@ def test_two_runs_from_scratch_give_identical_metrics(study: Path, tmp_path: Pat
     assert len(first) >= 20
     assert first.keys() == second.keys()
     assert [k for k in first if first[k] != second[k]] == []
+
+
+SHARED = ROOT.parent / "shared" / "data"
+
+
+@pytest.mark.skipif(not (SHARED / "cifar10" / "train.npz").is_file(), reason="../shared/data not present")
+def test_real_data_study_runs_end_to_end(tmp_path: Path) -> None:
+    """Real CIFAR-10 images for search and retrain, real COCO scenes for transfer, through the real DAG
+    (one space and one method, tiny sizes: the full-size run is benchmarks/bench_cifar10.py)."""
+    project = make_project(tmp_path)
+    cfg = yaml.safe_load(TINY.read_text())
+    cfg["data"].update(source="npz", root=str(SHARED / "cifar10"), num_classes=10, image_size=32, train=256,
+                       val=64, test=200, scene_source="coco", scene_root=str(SHARED / "detseg" / "tiny_coco"),
+                       scene_size=64, scene_train=16, scene_val=12)  # fmt: skip
+    cfg["evolution"]["generations"] = 1
+    cfg["search"].update(spaces=["initial"], methods=["random"])
+    cfg["transfer"]["methods"] = ["random"]
+    (project / "params" / "default.yaml").write_text(yaml.safe_dump(cfg))
+    out = snakemake(project, "results/default/report/summary.md")
+    assert out.returncode == 0, out.stderr[-4000:]
+    res = project / "results" / "default"
+    with np.load(res / "data" / "cls_test.npz") as z:
+        assert z["images"].shape == (200, 32, 32, 3) and z["labels"].max() <= 9
+    with np.load(res / "data" / "scenes_val.npz") as z:
+        assert len(z["class_names"]) == 80 and z["images"].shape == (12, 64, 64, 3)
+    det = json.loads((res / "transfer" / "detection" / "initial" / "random" / "metrics.json").read_text())
+    assert "per_class" in det and 0.0 <= det["map"] <= 100.0
+    summary = (res / "report" / "summary.md").read_text()
+    assert "| initial | random |" in summary
