@@ -147,3 +147,26 @@ def test_asking_for_more_scenes_than_the_split_has_is_an_error(tmp_path: Path) -
     with pytest.raises(DataError, match=r"train2017.*data.scene_train = 51, it has 50"):
         _run(tmp_path, {**PARAMS, "data": data})
     assert not (tmp_path / "data").exists()
+
+
+def test_cifar10_pickle_folder_and_voc_scenes(tmp_path: Path) -> None:
+    """data.source cifar10 (the official pickle layout) and scene_source voc, through the stage."""
+    from test_data_classification import write_cifar10
+    from test_data_detseg import _mini_voc
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(120, 32, 32, 3), dtype=np.uint8)
+    labels = np.arange(120) % 10
+    write_cifar10(tmp_path / "cifar" / "cifar-10-batches-py", images, labels, n_test=20)
+    _mini_voc(tmp_path / "voc")
+    data = {**PARAMS["data"], "source": "cifar10", "root": str(tmp_path / "cifar"), "num_classes": 10,
+            "image_size": 32, "train": 60, "val": 20, "test": 20, "scene_source": "voc",
+            "scene_root": str(tmp_path / "voc"), "scene_train_split": "train", "scene_val_split": "train",
+            "scene_size": 64, "scene_train": 2, "scene_val": 1}  # fmt: skip
+    outputs, _ = _run(tmp_path / "out", {**PARAMS, "data": data})
+    with np.load(outputs["cls_test"]) as te, np.load(outputs["cls_val"]) as va:
+        assert te["images"].tobytes() == images[100:].tobytes()  # the whole test batch, in order
+        assert sorted(np.bincount(va["labels"], minlength=10)) == [2] * 10  # stratified val from train
+    with np.load(outputs["scenes_train"]) as z:
+        assert list(z["class_names"]) == ["cat", "dog"] and z["images"].shape == (2, 64, 64, 3)
+    assert read_json(outputs["summary"])["class_names"][0] == "airplane"
