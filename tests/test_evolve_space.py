@@ -124,7 +124,7 @@ def test_two_runs_give_identical_bytes(data, tmp_path):
 
 def test_unknown_method_is_an_error(data, tmp_path):
     with pytest.raises(ValueError, match="unknown evolution method"):
-        evolve_space.run({}, {}, _params(), {"method": "autospace", "gen": "1"}, MemoryTracker())
+        evolve_space.run({}, {}, _params(), {"method": "darwin", "gen": "1"}, MemoryTracker())
 
 
 def test_alpha_drop_honours_protection():
@@ -192,3 +192,29 @@ def test_cost_model_matches_space_flops():
 def _all_archs(space):
     n = len(space.decision_sizes)
     return [tuple((m >> np.arange(n)) & 1) for m in range(2**n)]
+
+
+def test_autospace_generations_through_the_stage(data, tmp_path):
+    """AutoSpace as the stage's second method: two generations chained through space_state.json, the
+    reference op kept at every position, the learned state usable as a search space, reruns identical."""
+    params = {**_params(), "evolution": {"autospace": {"epochs": 1, "population": 4, "n_mutants": 1}}}
+    inputs = {"cls_train": data / "cls_train.npz", "cls_val": data / "cls_val.npz", "space_state": data / "gen0.json"}
+    runs = []
+    for folder in ("a", "b"):
+        state_path = inputs["space_state"]
+        for gen in (1, 2):
+            outputs = {k: tmp_path / folder / f"gen{gen}" / f"{k}.out" for k in OUTPUTS}
+            evolve_space.run({**inputs, "space_state": state_path}, outputs, params,
+                             {"method": "autospace", "gen": str(gen)}, MemoryTracker())  # fmt: skip
+            state_path = outputs["space_state"]
+        runs.append(outputs)
+    state = json.loads(runs[0]["space_state"].read_text())
+    first = [p["active"][0] for p in initial_state(SPACE_CFG)["positions"]]
+    assert [p["reference"] for p in state["positions"]] == first
+    assert all(p["reference"] in p["active"] for p in state["positions"])
+    MobileSpace(SPACE_CFG, state).sample(np.random.default_rng(0))
+    stats = _csv(runs[0]["op_stats"])
+    assert {"position", "op", "fitness", "status"} <= set(stats[0]) and any(r["status"] == "reference" for r in stats)
+    assert [r["on_front"] for r in _csv(runs[0]["front"])] == ["0", "0"]
+    for key in ("space_state", "front", "op_stats", "metrics"):
+        assert runs[0][key].read_bytes() == runs[1][key].read_bytes(), key

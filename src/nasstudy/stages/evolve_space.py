@@ -1,7 +1,9 @@
-"""evolve_space: one generation of search-space evolution (one NSE round) per Snakemake job.
+"""evolve_space: one generation of search-space evolution (an NSE round or an AutoSpace generation) per job.
 
 Reads the previous generation's space_state and writes the next one, with what the round measured:
-the scored archs and their Pareto front, per-op α and fate, the trained supernet, metrics.
+NSE — the scored archs and their Pareto front, per-op α and fate; AutoSpace — the reference and the
+fittest arch scored with shared weights (front.csv, on_front 0) and every population member's
+fitness and fate (op_stats.csv); both — the trained supernet and metrics.
 """
 
 from __future__ import annotations
@@ -12,13 +14,15 @@ from pathlib import Path
 
 import torch
 
+from nasstudy.evolution.autospace import FITNESS_COLUMNS, AutoSpaceConfig, AutoSpaceResult, autospace_round
 from nasstudy.evolution.nse import NSEConfig, NSEResult, nse_round
 from nasstudy.tracking import Tracker
 from nasstudy.training import load_cls, make_generator, resolve_device, save_checkpoint
 from nasstudy.utils import atomic_write_bytes, make_rng, read_json, seed_torch, write_json
 
 STAGE = "evolve_space"
-METHODS = ("nse",)
+METHODS = ("nse", "autospace")
+FRONT_COLUMNS = ["arch", "flops", "params", "acc", "on_front"]
 
 
 def _csv_bytes(rows: list[dict], columns: list[str]) -> bytes:
@@ -34,7 +38,7 @@ def _round(x: float, nd: int = 6) -> float | None:
     return None if x != x else round(float(x), nd)
 
 
-def metrics_dict(result: NSEResult, method: str, gen: int) -> dict:
+def metrics_dict(result: NSEResult | AutoSpaceResult, method: str, gen: int) -> dict:
     """metrics.json: the round's summary plus per-epoch lists (no wall times: byte-identical reruns)."""
     out = {k: (_round(v) if isinstance(v, float) else v) for k, v in result.summary.items()}
     for key in result.epochs[0] if result.epochs else []:
@@ -52,16 +56,18 @@ def run(
         raise ValueError(f"unknown evolution method {method!r}: known methods are {list(METHODS)}")
     names = [STAGE, method, gen]
     seed, space_cfg, train_cfg = int(params["seed"]), params["space"], params["supernet"]
-    cfg = NSEConfig.from_params(params["evolution"].get(method, {}))
+    knobs = params["evolution"].get(method, {})
+    cfg = NSEConfig.from_params(knobs) if method == "nse" else AutoSpaceConfig.from_params(knobs)
     seed_torch(seed, *names, threads=int(params["threads"]))
     device = resolve_device(params["device"])
     channels_last = bool(train_cfg.get("channels_last", True))
-    tracker.log_params({f"nse.{k}": v for k, v in vars(cfg).items()})
+    tracker.log_params({f"{method}.{k}": v for k, v in (vars(cfg) if method == "nse" else cfg.to_params()).items()})
 
     state = read_json(inputs["space_state"])
     train = load_cls(inputs["cls_train"], device, channels_last)
     val = load_cls(inputs["cls_val"], device, channels_last)
-    result = nse_round(
+    round_fn = nse_round if method == "nse" else autospace_round
+    result = round_fn(
         state,
         space_cfg,
         train,
@@ -77,15 +83,23 @@ def run(
     )
 
     write_json(outputs["space_state"], result.state)
-    front = [
-        {"arch": r.arch, "flops": r.flops, "params": r.params, "acc": _round(r.acc, 4), "on_front": int(r.on_front)}
-        for r in result.front
-    ]
-    atomic_write_bytes(outputs["front"], _csv_bytes(front, ["arch", "flops", "params", "acc", "on_front"]))
-    stat_cols = ["position", "op", "alpha", "prob", "front_count", "status"]
-    atomic_write_bytes(outputs["op_stats"], _csv_bytes(result.op_stats, stat_cols))
     ckpt = result.supernet.to_checkpoint()
-    ckpt.update(alpha=result.alpha.clone(), alive=torch.as_tensor(result.alive), gen=gen, method=method)
+    if method == "nse":
+        front = [
+            {"arch": r.arch, "flops": r.flops, "params": r.params, "acc": _round(r.acc, 4), "on_front": int(r.on_front)}
+            for r in result.front
+        ]
+        stats, stat_cols = result.op_stats, ["position", "op", "alpha", "prob", "front_count", "status"]
+        ckpt.update(alive=torch.as_tensor(result.alive))
+    else:
+        front = [
+            {**{k: r[k] for k in FRONT_COLUMNS[:3]}, "acc": _round(r["acc"], 4), "on_front": 0} for r in result.scored
+        ]
+        stats, stat_cols = result.fitness, FITNESS_COLUMNS
+        ckpt.update(members=result.members)
+    atomic_write_bytes(outputs["front"], _csv_bytes(front, FRONT_COLUMNS))
+    atomic_write_bytes(outputs["op_stats"], _csv_bytes(stats, stat_cols))
+    ckpt.update(alpha=result.alpha.clone(), gen=gen, method=method)
     save_checkpoint(ckpt, outputs["supernet"])
     metrics = metrics_dict(result, method, gen)
     write_json(outputs["metrics"], metrics)
