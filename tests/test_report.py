@@ -245,3 +245,19 @@ def test_report_empty(tmp_path: Path) -> None:
     assert pd.read_csv(out["summary_csv"]).empty
     assert json.loads(out["report_json"].read_text())["kendall_tau"] == {"n": 0, "tau": None, "p_value": None}
     assert all(p.stat().st_size > 0 for p in out.values())
+
+
+def test_op_counts_reads_nse_and_autospace_op_stats(tmp_path):
+    """NSE's op_stats (status, front_count) and AutoSpace's (an `active` flag, no front) in one heatmap."""
+    nse = tmp_path / "space" / "nse" / "gen1" / "op_stats.csv"
+    auto = tmp_path / "space" / "autospace" / "gen1" / "op_stats.csv"
+    for path in (nse, auto):
+        path.parent.mkdir(parents=True)
+    nse.write_text(
+        "position,op,alpha,prob,front_count,status\n0,a,0.1,0.5,2,kept\n1,a,0.1,0.5,1,kept\n1,b,-1,0.2,0,dropped\n"
+    )
+    auto.write_text("position,op,fitness,status,alpha,picks,active,parent\n0,a,0.0,reference,0,0,1,\n"
+                    "0,b,-2.0,dropped,0,0,0,\n1,c,0.3,new,0,0,1,a\n")  # fmt: skip
+    ops, gens, active, front = report.op_counts({"op_stats": [str(nse), str(auto)]}, ["a", "b", "c"])
+    assert ops == ["a", "b", "c"] and gens == ["autospace gen 1", "nse gen 1"]
+    assert active.tolist() == [[1, 2], [0, 0], [1, 0]] and front.tolist() == [[0, 3], [0, 0], [0, 0]]

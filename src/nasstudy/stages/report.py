@@ -354,8 +354,12 @@ def op_counts(inputs: dict, pool: list[str] | None) -> tuple[list[str], list[str
     front = np.zeros((len(ops), len(gens)), dtype=int)
     for (op, gen), g in df.groupby(["op", "gen"]):
         i, j = ops.index(op), gens.index(gen)
-        active[i, j] = g.loc[g["status"].isin(["kept", "added"]), "position"].nunique()
-        front[i, j] = int(pd.to_numeric(g["front_count"], errors="coerce").fillna(0).sum())
+        if "active" in g and g["active"].notna().any():  # AutoSpace: an `active` flag per member; no front
+            active[i, j] = g.loc[pd.to_numeric(g["active"], errors="coerce").fillna(0) > 0, "position"].nunique()
+        else:  # NSE
+            active[i, j] = g.loc[g["status"].isin(["kept", "added"]), "position"].nunique()
+        if "front_count" in g:
+            front[i, j] = int(pd.to_numeric(g["front_count"], errors="coerce").fillna(0).sum())
     return ops, gens, active, front
 
 
