@@ -179,3 +179,23 @@ def test_real_data_study_runs_end_to_end(tmp_path: Path) -> None:
     assert "per_class" in det and 0.0 <= det["map"] <= 100.0
     summary = (res / "report" / "summary.md").read_text()
     assert "| initial | random |" in summary
+
+
+def test_autospace_space_runs_end_to_end(tmp_path: Path) -> None:
+    """The `autospace` space through the real DAG: AutoSpace generations, a warmup on the learned
+    space, a search, retrain, transfer and the report (one method, tiny sizes)."""
+    project = make_project(tmp_path)
+    cfg = yaml.safe_load(TINY.read_text())
+    cfg["evolution"].update(methods=["autospace"], autospace={"epochs": 1, "population": 4, "n_mutants": 1})
+    cfg["search"].update(spaces=["initial", "autospace"], methods=["random"])
+    cfg["transfer"].update(methods=["random"], tasks=["segmentation"])
+    (project / "params" / "default.yaml").write_text(yaml.safe_dump(cfg))
+    out = snakemake(project)
+    assert out.returncode == 0, out.stderr[-4000:]
+    res = project / "results" / "default"
+    state = json.loads((res / "space" / "autospace" / "gen2" / "space_state.json").read_text())
+    assert all(p["reference"] in p["active"] for p in state["positions"])
+    best = json.loads((res / "search" / "autospace" / "random" / "best.json").read_text())
+    assert best["space"] == "autospace" and (res / "transfer" / "segmentation" / "autospace" / "random").is_dir()
+    summary = (res / "report" / "summary.md").read_text()
+    assert "| autospace | random |" in summary and "| initial | random |" in summary
