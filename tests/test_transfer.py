@@ -224,3 +224,24 @@ def test_metrics_are_perfect_for_the_ground_truth(inputs: dict[str, Path]) -> No
     seg = evaluate_segmenter(_Oracle(val, "segmentation"), val, 4, 3, cpu, zero, one)
     per_class = {"background": 100.0} | {f"class_{k}": 100.0 for k in range(1, 4) if counts[k - 1]}
     assert seg == {"miou": 100.0, "pixel_acc": 100.0, "per_class": per_class}
+
+
+def test_cpu_bincount_restores_the_deterministic_flag_and_changes_no_count():
+    from torchmetrics.classification import MulticlassJaccardIndex
+
+    from nasstudy.transfer.segmentation import cpu_bincount
+    from nasstudy.utils import set_deterministic
+
+    pred, y = torch.randint(0, 5, (2, 16, 16)), torch.randint(0, 5, (2, 16, 16))
+    set_deterministic(True)
+    try:
+        slow = MulticlassJaccardIndex(5, average="none")
+        slow.update(pred, y)  # the deterministic mesh path
+        fast = MulticlassJaccardIndex(5, average="none")
+        with cpu_bincount():
+            assert not torch.are_deterministic_algorithms_enabled()
+            fast.update(pred, y)
+        assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+        assert torch.equal(slow.compute(), fast.compute())
+    finally:
+        set_deterministic(False)

@@ -68,14 +68,20 @@ def seed_torch(seed: int, *names: object, threads: int = 1) -> int:
     s = derive_seed(seed, *names)
     torch.manual_seed(s)
     torch.set_num_threads(max(1, int(threads)))
-    # The same flag as torch.use_deterministic_algorithms(True, warn_only=True), set without that
-    # function's import of torch._inductor (1.5 s per job here; the study never compiles).
+    set_deterministic(True)
+    return s
+
+
+def set_deterministic(on: bool, warn_only: bool = True) -> None:
+    """torch.use_deterministic_algorithms(on, warn_only=...), set without that function's import of
+    torch._inductor (1.5 s per job here; the study never compiles)."""
+    import torch
+
     set_flag = getattr(torch._C, "_set_deterministic_algorithms", None)
     if set_flag is None:
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.use_deterministic_algorithms(on, warn_only=warn_only)
     else:
-        set_flag(True, warn_only=True)
-    return s
+        set_flag(on, warn_only=warn_only)
 
 
 def file_md5(path: str | Path, chunk: int = 1 << 20) -> str:

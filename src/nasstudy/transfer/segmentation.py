@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -31,6 +33,7 @@ from nasstudy.transfer.backbone import (
     save_png,
     scene_batches,
 )
+from nasstudy.utils import set_deterministic
 
 HEADS = ("fcn", "deeplabv3", "lraspp")
 # Knobs not in the params file (a params section may override them), sized for 96-px scenes on CPU.
@@ -134,6 +137,22 @@ def train_segmenter(
     return losses
 
 
+@contextmanager
+def cpu_bincount() -> Iterator[None]:
+    """Let torchmetrics count with torch.bincount while it updates (on CPU tensors).
+
+    With deterministic algorithms on, torchmetrics replaces bincount by an (N pixels x C^2) equality
+    mesh: 8 x 128 x 128 pixels at 81 COCO classes is ~7 GB and got a job OOM-killed. CPU bincount
+    is deterministic already, so switching the flag off for the update changes no result.
+    """
+    was, warn = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    set_deterministic(False)
+    try:
+        yield
+    finally:
+        set_deterministic(was, warn_only=warn)
+
+
 def class_label_names(num_classes: int, class_names: list[str] | None) -> list[str]:
     """Names of labels 0..num_classes - 1: `background`, then `class_names` (`class_k` past its end)."""
     names = list(class_names or [])
@@ -163,8 +182,9 @@ def evaluate_segmenter(
     for idx in scene_batches(len(data["images"]), batch_size, None):
         x, y = _batch(data, idx, mean, std)
         pred = model(x.to(device)).argmax(1).cpu()
-        iou.update(pred, y)
-        acc.update(pred, y)
+        with cpu_bincount():
+            iou.update(pred, y)
+            acc.update(pred, y)
         present |= torch.bincount(y.flatten(), minlength=num_classes)[:num_classes] > 0
     per_class = iou.compute()
     miou = float(per_class[present].mean()) if present.any() else 0.0
