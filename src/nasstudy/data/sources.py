@@ -22,8 +22,8 @@ from nasstudy.data.classification import (
     load_npz,
     train_val_indices,
 )
+from nasstudy.data.synthetic import CLASS_NAMES, make_classification, make_scenes
 from nasstudy.data.synthetic import class_names as shape_names
-from nasstudy.data.synthetic import make_classification, make_scenes
 from nasstudy.utils import make_rng
 
 CLS_SOURCES = ("synthetic", "npz", "cifar10", "cifar100", "imagefolder")
@@ -36,7 +36,7 @@ Split = tuple[np.ndarray, np.ndarray]
 
 def scene_classes(num_classes: int) -> int:
     """Synthetic scenes draw as many shape classes as the classification data has, at most all shapes."""
-    return min(num_classes, len(shape_names(8)))
+    return min(num_classes, len(CLASS_NAMES))
 
 
 def classification_splits(data: dict, seed: int) -> tuple[dict[str, Split], list[str]]:
