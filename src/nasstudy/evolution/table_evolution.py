@@ -1,0 +1,225 @@
+"""Space evolution on the nb201 space with a lookup table in place of the supernet (DESIGN.md §5).
+
+Each generation function takes (state, space_cfg, evaluator, cfg, rng) and returns a
+`GenerationResult`; fitness comes from table queries of the *search* metric (the evaluator's
+`acc`, e.g. cifar10_valid_acc), never from the reported test metric. Table-mode readings:
+
+- **NSE**: draw `samples` archs uniformly from the current subspace (repeats are free: the
+  evaluator caches them), take the Pareto front of (FLOPs, acc) with `nse_front.pareto_mask`. Per
+  edge the ops used by a front arch survive in their old order; the rest go to the back of the
+  queue; the edge is topped up to `k` from the queue front (NSE's rule). Why: the front replaces
+  NSE's supernet-scored front; only the scorer changes.
+- **AutoSpace**: per edge a population (`population` ops: active, then the queue front) with a
+  fitness each. Fitness of an op = mean acc of this generation's queried archs that use it minus
+  the reference arch's acc (the reference arch = `reference` op on every edge, default the last
+  initial op; queried every generation, cached after the first). The first measurement replaces
+  the placeholder 0 (no prior to average with), later ones enter an EMA (`fitness_ema`), as the
+  supernet version carries evidence across generations. Archs are drawn by a per-edge tournament
+  (`tournament` members, highest fitness wins) over the whole population; an untried member wins
+  any tournament it enters. Why: in the supernet version a new member's 0 sits at the reference's
+  level, among the others; here fitness is in accuracy points and a poor reference arch puts every
+  tried op far above 0, so a new member at 0 would never be drawn and never measured. At the end
+  the `n_mutants` weakest tried members that are neither the reference nor active swap with the
+  queue front (mutants = ops outside the population, untried first; the replaced op goes to the
+  queue's back). With `population: 5` every op is a member and no mutant is needed. Active = the
+  reference plus the top `k - 1` tried members by fitness: the reference stays active as in
+  docs/autospace.md; with k = 2 one free slot per edge still lets the subspace hold any single arch,
+  the optimum included.
+- **Random subspace** (baseline): each generation draws a fresh subspace of `k` ops per edge and
+  queries `samples` archs in it (the same draws as NSE); the subspace kept is the best seen so far
+  by its best queried search-metric value, so that, like the others, it is chosen without the oracle.
+
+`subspace_oracle` gives the reported metric's best and mean over *all* archs of a subspace, read
+from the table without charging queries: a measure for the report, never seen by a method.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field, fields
+
+import numpy as np
+
+from nasstudy.evaluators import TableEvaluator
+from nasstudy.evolution.nse_front import FrontRow, pareto_mask
+from nasstudy.spaces.nb201 import OPS, Nb201Space
+
+
+@dataclass(frozen=True)
+class TableEvoConfig:
+    """Knobs of the three table-mode generations (params `methods.<name>`); unknown keys are errors."""
+
+    samples: int = 20  # arch draws per generation (the query budget; cached repeats are free)
+    k: int = 2  # ops per edge in the subspace
+    population: int = 4  # AutoSpace: members per edge
+    tournament: int = 2  # AutoSpace: members per tournament
+    n_mutants: int = 1  # AutoSpace: members replaced per edge per generation
+    fitness_ema: float = 0.5  # AutoSpace: weight of the new measurement
+    reference: str | None = None  # AutoSpace: reference op on every edge (None = last initial active op)
+
+    @classmethod
+    def from_params(cls, params: dict) -> TableEvoConfig:
+        """From a params section; an unknown key raises ValueError naming it."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(params) - known)
+        if unknown:
+            raise ValueError(f"unknown table-evolution keys {unknown}; known: {sorted(known)}")
+        return cls(**params)
+
+
+@dataclass
+class GenerationResult:
+    """The next state, the distinct queries this generation spent, and what it measured."""
+
+    state: dict
+    queries: int
+    measured: dict = field(default_factory=dict)
+
+
+def full_space(space_cfg: dict) -> Nb201Space:
+    """The whole nb201 space: the evaluator's space, so that any subspace's arch can be looked up."""
+    return Nb201Space({**space_cfg, "initial_ops": None})
+
+
+def _query(space: Nb201Space, evaluator: TableEvaluator, archs: list[tuple[int, ...]]) -> dict[tuple, dict]:
+    """Metrics of each distinct arch of `space` (keyed by it), in draw order (dict order: deterministic).
+
+    The evaluator works on the whole space (`full_space`): a subspace arch is looked up by its ops.
+    """
+    if evaluator.space.decision_sizes != [len(OPS)] * len(evaluator.space.decision_sizes):
+        raise ValueError("table evolution needs an evaluator over the whole space (see full_space)")
+    return {a: evaluator.evaluate(tuple(OPS.index(o[0]) for o in space.ops(a))) for a in dict.fromkeys(archs)}
+
+
+def subspace_oracle(space_cfg: dict, state: dict, evaluator: TableEvaluator, metric: str) -> tuple[float, float]:
+    """(best, mean) of `metric` over every arch of the subspace, from the table rows: no query charged."""
+    space = Nb201Space(space_cfg, state)
+    values = [float(evaluator.rows[space.to_string(a)][metric]) for a in space.enumerate()]
+    return max(values), float(np.mean(values))
+
+
+def nse_table_generation(
+    state: dict, space_cfg: dict, evaluator: TableEvaluator, cfg: TableEvoConfig, rng: np.random.Generator
+) -> GenerationResult:
+    """One NSE round by table: sample, Pareto front of (FLOPs, acc), front ops survive, top up to k."""
+    space = Nb201Space(space_cfg, state)
+    before = evaluator.queries
+    scored = _query(space, evaluator, [space.sample(rng) for _ in range(cfg.samples)])
+    rows = [FrontRow(space.to_string(a), int(m["flops"]), int(m["params"]), m["acc"], "near", space.ops(a))
+            for a, m in scored.items()]  # fmt: skip
+    front = [r for r, on in zip(rows, pareto_mask(rows)) if on]
+    edges = []
+    for e, edge in enumerate(state["edges"]):
+        used = {r.ops[e][0] for r in front}
+        survivors = [op for op in edge["active"] if op in used]
+        queue = list(edge["queue"]) + [op for op in edge["active"] if op not in used]
+        added = queue[: max(0, cfg.k - len(survivors))]
+        edges.append({"active": survivors + added, "queue": queue[len(added) :]})
+    measured = {"sampled": len(scored), "front": len(front), "best_search_acc": max(r.acc for r in rows)}
+    return GenerationResult({"edges": edges}, evaluator.queries - before, measured)
+
+
+def _autospace_init(state: dict, cfg: TableEvoConfig) -> dict:
+    """Population = active then queue ops, cut to `population`, the reference forced in."""
+    state = copy.deepcopy(state)
+    for edge in state["edges"]:
+        if "population" in edge:
+            continue
+        ref = cfg.reference or edge["active"][-1]
+        if ref not in edge["active"]:
+            raise ValueError(f"reference op {ref!r} is not in the initial subspace {edge['active']}")
+        order = [ref] + [op for op in [*edge["active"], *edge["queue"]] if op != ref]
+        members = order[: max(cfg.population, cfg.k)]
+        edge["reference"] = ref
+        edge["population"] = [{"op": op, "fitness": 0.0, "tried": 0} for op in members]
+        edge["queue"] = [op for op in order if op not in members]
+    return state
+
+
+def _tournament(members: list[dict], size: int, rng: np.random.Generator) -> str:
+    picks = rng.choice(len(members), size=min(size, len(members)), replace=False)
+    # An untried member wins any tournament it enters (optimistic start), then the highest fitness.
+    return members[max(picks.tolist(), key=lambda i: (members[i]["tried"] == 0, members[i]["fitness"], -i))]["op"]
+
+
+def autospace_table_generation(
+    state: dict, space_cfg: dict, evaluator: TableEvaluator, cfg: TableEvoConfig, rng: np.random.Generator
+) -> GenerationResult:
+    """One AutoSpace generation by table: tournament-drawn archs, fitness vs the reference, mutants, top k."""
+    state = _autospace_init(state, cfg)
+    full = full_space(space_cfg)
+    before = evaluator.queries
+    reference = tuple(OPS.index(edge["reference"]) for edge in state["edges"])
+    drawn = [reference] + [
+        tuple(OPS.index(_tournament(edge["population"], cfg.tournament, rng)) for edge in state["edges"])
+        for _ in range(max(0, cfg.samples - 1))
+    ]
+    scored = _query(full, evaluator, drawn)
+    ref_acc = scored[reference]["acc"]
+    edges = []
+    for e, edge in enumerate(state["edges"]):
+        members, queue = copy.deepcopy(edge["population"]), list(edge["queue"])
+        for m in members:
+            accs = [s["acc"] for a, s in scored.items() if OPS[a[e]] == m["op"]]
+            if accs:
+                value = float(np.mean(accs)) - ref_acc
+                m["fitness"] = (
+                    value if m["tried"] == 0 else (1 - cfg.fitness_ema) * m["fitness"] + cfg.fitness_ema * value
+                )
+                m["tried"] += 1
+        ref = edge["reference"]
+        ranked = sorted((m for m in members if m["op"] != ref and m["tried"]), key=lambda m: -m["fitness"])
+        active = [ref] + [m["op"] for m in ranked[: cfg.k - 1]]
+        weakest = [m for m in reversed(ranked) if m["op"] not in active][: cfg.n_mutants]
+        for m in weakest:
+            if not queue:
+                break
+            new = queue.pop(0)
+            queue.append(m["op"])
+            members[members.index(m)] = {"op": new, "fitness": 0.0, "tried": 0}
+        edges.append({"active": active, "queue": queue, "population": members, "reference": ref})
+    measured = {
+        "sampled": len(scored),
+        "reference_acc": ref_acc,
+        "best_search_acc": max(s["acc"] for s in scored.values()),
+    }
+    return GenerationResult({"edges": edges}, evaluator.queries - before, measured)
+
+
+def random_subspace_generation(
+    state: dict, space_cfg: dict, evaluator: TableEvaluator, cfg: TableEvoConfig, rng: np.random.Generator
+) -> GenerationResult:
+    """Baseline: a fresh random subspace of k ops per edge, `samples` draws; keep the best seen by search acc."""
+    fresh = []
+    for _ in state["edges"]:
+        picks = sorted(rng.choice(len(OPS), size=cfg.k, replace=False).tolist())
+        fresh.append({"active": [OPS[i] for i in picks], "queue": [op for i, op in enumerate(OPS) if i not in picks]})
+    space = Nb201Space(space_cfg, {"edges": fresh})
+    before = evaluator.queries
+    scored = _query(space, evaluator, [space.sample(rng) for _ in range(cfg.samples)])
+    best = max(m["acc"] for m in scored.values())
+    kept = state.get("best_search_acc")
+    if kept is None or best > kept:
+        next_state = {"edges": fresh, "best_search_acc": best}
+    else:
+        next_state = copy.deepcopy(state)
+    measured = {"sampled": len(scored), "best_search_acc": best, "drawn": [e["active"] for e in fresh]}
+    return GenerationResult(next_state, evaluator.queries - before, measured)
+
+
+GENERATIONS = {
+    "nse": nse_table_generation,
+    "autospace": autospace_table_generation,
+    "random": random_subspace_generation,
+}
+
+__all__ = [
+    "GENERATIONS",
+    "GenerationResult",
+    "TableEvoConfig",
+    "autospace_table_generation",
+    "full_space",
+    "nse_table_generation",
+    "random_subspace_generation",
+    "subspace_oracle",
+]

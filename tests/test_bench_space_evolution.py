@@ -1,0 +1,152 @@
+"""Space evolution on nb201 by table: the three generations, the stage, the summary, the Snakemake target."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from nasstudy.evaluators import TableEvaluator
+from nasstudy.evolution.table_evolution import (
+    TableEvoConfig,
+    autospace_table_generation,
+    full_space,
+    nse_table_generation,
+    random_subspace_generation,
+)
+from nasstudy.spaces.nb201 import OPS, arch_string, initial_state
+from nasstudy.stages import bench_space_evolution, bench_space_summary
+from nasstudy.tracking import MemoryTracker
+
+ROOT = Path(__file__).resolve().parents[1]
+SPACE = {"name": "nb201", "initial_ops": ["none", "avg_pool_3x3"]}
+
+
+def write_table(path: Path) -> None:
+    """All 5^6 archs with a smooth score: nor_conv_3x3 best on every edge, so the optimum is outside SPACE."""
+    weights = np.array([0.0, 1.0, 2.0, 3.0, 0.5])
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["arch", "valid", "test"])
+        for choice in itertools.product(range(5), repeat=6):
+            score = float(weights[list(choice)].sum()) + 0.01 * choice[0]
+            w.writerow([arch_string([OPS[c] for c in choice]), 70 + score, 69 + score])
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("tbl") / "table.csv"
+    write_table(path)
+    return path
+
+
+def evaluator(table: Path) -> TableEvaluator:
+    return TableEvaluator(table, full_space(SPACE), "valid")
+
+
+def test_nse_keeps_the_front_ops_and_tops_up_to_k(table: Path) -> None:
+    ev = evaluator(table)
+    state = initial_state(SPACE)
+    out = nse_table_generation(state, SPACE, ev, TableEvoConfig(samples=64), np.random.default_rng(0))
+    # none and avg_pool cost no FLOPs: the front is the single best arch (avg_pool everywhere).
+    for edge in out.state["edges"]:
+        assert edge["active"] == ["avg_pool_3x3", "skip_connect"]
+        assert edge["queue"] == ["nor_conv_1x1", "nor_conv_3x3", "none"]
+    assert out.queries == ev.queries == out.measured["sampled"] <= 64
+
+
+def test_autospace_keeps_the_reference_and_swaps_in_mutants(table: Path) -> None:
+    ev = evaluator(table)
+    cfg = TableEvoConfig(samples=30, population=3, reference="avg_pool_3x3")
+    state, rng = initial_state(SPACE), np.random.default_rng(1)
+    for _ in range(6):
+        out = autospace_table_generation(state, SPACE, ev, cfg, rng)
+        state = out.state
+        for edge in state["edges"]:
+            assert edge["active"][0] == "avg_pool_3x3" and len(edge["active"]) == 2
+            assert sorted([m["op"] for m in edge["population"]] + edge["queue"]) == sorted(OPS)
+    assert any("nor_conv_3x3" in [m["op"] for m in e["population"]] for e in state["edges"])
+    with pytest.raises(ValueError, match="reference"):
+        autospace_table_generation(initial_state(SPACE), SPACE, ev, TableEvoConfig(reference="nor_conv_3x3"), rng)
+
+
+def test_random_baseline_draws_k_ops_and_keeps_the_best_seen(table: Path) -> None:
+    ev = evaluator(table)
+    state, rng = initial_state(SPACE), np.random.default_rng(2)
+    best = -1.0
+    for _ in range(5):
+        out = random_subspace_generation(state, SPACE, ev, TableEvoConfig(samples=8, k=3), rng)
+        assert all(len(d) == 3 for d in out.measured["drawn"])
+        assert out.state["best_search_acc"] >= best
+        best, state = out.state["best_search_acc"], out.state
+
+
+def params(table: Path, generations: int = 8) -> dict:
+    return {"seed": 0, "study": "s", "table": str(table), "space": SPACE, "search_metric": "valid",
+            "report_metric": "test", "tolerance": 0.3, "generations": generations,
+            "methods": {"nse": {"samples": 20}, "autospace": {"samples": 20, "population": 5},
+                        "random": {"samples": 20}}}  # fmt: skip
+
+
+def run_one(tmp: Path, table: Path, method: str, run: int = 0) -> dict:
+    out = {"history": tmp / method / str(run) / "history.csv", "result": tmp / method / str(run) / "result.json"}
+    bench_space_evolution.run({}, out, params(table), {"method": method, "run": str(run)}, MemoryTracker())
+    return out
+
+
+@pytest.mark.parametrize("method", ["nse", "autospace", "random"])
+def test_stage_writes_history_and_is_deterministic(tmp_path: Path, table: Path, method: str) -> None:
+    a, b = run_one(tmp_path / "a", table, method), run_one(tmp_path / "b", table, method)
+    assert a["history"].read_bytes() == b["history"].read_bytes()
+    rows = list(csv.DictReader(open(a["history"])))
+    assert [int(r["gen"]) for r in rows] == list(range(9))
+    assert json.loads(rows[0]["subspace"]) == [SPACE["initial_ops"]] * 6
+    assert int(rows[-1]["queries_total"]) == sum(int(r["queries_this_gen"]) for r in rows)
+    res = json.loads(a["result"].read_text())
+    assert res["optimum"] == 69 + 18 + 0.03 and res["initial_best_test"] == 69 + 3 + 0.04
+    if res["reached_at_generation"] is not None:
+        assert float(rows[res["reached_at_generation"]]["best_test"]) >= res["optimum"] - 0.3
+
+
+def test_stage_refuses_a_start_that_holds_the_optimum(tmp_path: Path, table: Path) -> None:
+    p = {**params(table), "space": {"name": "nb201", "initial_ops": ["nor_conv_3x3", "none"]}}
+    with pytest.raises(ValueError, match="holds the optimum"):
+        bench_space_evolution.run({}, {"history": tmp_path / "h", "result": tmp_path / "r"}, p,
+                                  {"method": "nse", "run": "0"}, MemoryTracker())  # fmt: skip
+
+
+def test_summary_counts_the_seeds_that_reached() -> None:
+    results = [
+        {"method": "m", "reached_at_generation": 2, "queries_to_reach": 30, "final_best_test": 94.0,
+         "queries_total": 50},
+        {"method": "m", "reached_at_generation": None, "queries_to_reach": None, "final_best_test": 90.0,
+         "queries_total": 70},
+    ]  # fmt: skip
+    rows = bench_space_summary.summarise(results, [np.array([80.0, 90.0, 94.0]), np.array([80.0, 85.0, 90.0])])
+    r = rows[0]
+    assert (r["runs"], r["reached"], r["queries_mean"], r["generations_median"]) == (2, 1, 30.0, 2.0)
+    assert r["best_test_mean"] == [80.0, 87.5, 92.0] and r["queries_total_mean"] == 60.0
+
+
+@pytest.mark.slow
+def test_space_benchmark_target_runs_every_method_and_seed(tmp_path: Path, table: Path) -> None:
+    cfg = {**params(table, generations=2), "study": "tinyspace", "seeds": 2}
+    (tmp_path / "bench.yaml").write_text(yaml.safe_dump(cfg))
+    out = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-s", str(ROOT / "workflow" / "bench_space_nb201.smk"), "--cores", "2",
+         "--configfile", str(tmp_path / "bench.yaml")],
+        cwd=tmp_path, capture_output=True, text=True,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = list(csv.DictReader(open(tmp_path / "results/tinyspace/summary.csv")))
+    assert sorted(r["method"] for r in summary) == ["autospace", "nse", "random"]  # safe_dump sorts the keys
+    assert all(r["runs"] == "2" for r in summary)
+    assert (tmp_path / "results/tinyspace/curves.png").stat().st_size > 1000
+    assert len(list((tmp_path / "results/tinyspace/runs").rglob("history.csv"))) == 6
