@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import tempfile
@@ -82,6 +83,14 @@ def set_deterministic(on: bool, warn_only: bool = True) -> None:
         torch.use_deterministic_algorithms(on, warn_only=warn_only)
     else:
         set_flag(on, warn_only=warn_only)
+
+
+def save_png(fig: Any, path: str | Path, dpi: float | None = None) -> None:
+    """A matplotlib figure as PNG without the software/version stamp, written atomically: reruns give
+    identical bytes. `dpi` None keeps the figure's own."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def file_md5(path: str | Path, chunk: int = 1 << 20) -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from nasstudy.tracking import Tracker
-from nasstudy.utils import atomic_write_bytes, read_json, write_json
+from nasstudy.utils import atomic_write_bytes, read_json, save_png, write_json
 
 
 def _stat(values: list[float], fn) -> float | None:
@@ -75,9 +75,7 @@ def curves_plot(path: Path, curves: dict[str, list[np.ndarray]], optimum: float,
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", metadata={"Software": None})
-    atomic_write_bytes(path, buf.getvalue())
+    save_png(fig, path)
 
 
 def markdown(rows: list[dict], params: dict, optimum: float, tol: float) -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from nasstudy.tracking import Tracker
-from nasstudy.utils import atomic_write_bytes, read_json, write_json
+from nasstudy.utils import atomic_write_bytes, read_json, save_png, write_json
 
 
 def stats(values: list[float]) -> dict[str, float | None]:
@@ -89,9 +89,7 @@ def curves_plot(path: Path, histories: dict[str, list[Path]], max_query: int) ->
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", metadata={"Software": None})
-    atomic_write_bytes(path, buf.getvalue())
+    save_png(fig, path)
 
 
 def markdown(rows: list[dict], budgets: list[int], params: dict) -> str:

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from nasstudy.data.sources import Split, classification_splits, scene_splits
 from nasstudy.tracking import Tracker
-from nasstudy.utils import atomic_write_bytes, write_json
+from nasstudy.utils import atomic_write_bytes, save_png, write_json
 
 STAGE = "prepare_data"
 SCENE_SPLITS = ("scenes_train", "scenes_val")
@@ -125,10 +125,8 @@ def write_preview(
             ax.text(b[0], b[1] - 1, scene_names[lab - 1], fontsize=6, color=colour, va="bottom")
         ax.axis("off")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
+    save_png(fig, path, dpi=100)
     plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
 
 
 def run(

@@ -9,7 +9,6 @@ formats") and never fails on a missing piece: a task that did not run shows as a
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,7 +23,7 @@ from scipy.stats import kendalltau
 
 from nasstudy import report_transfer
 from nasstudy.tracking import Tracker
-from nasstudy.utils import atomic_write_bytes, read_json, write_json
+from nasstudy.utils import atomic_write_bytes, read_json, save_png, write_json
 
 # Main table: (CSV column, Markdown header). CSV keeps plain numbers; Markdown formats them.
 COLUMNS = [
@@ -267,9 +266,7 @@ def write_markdown(
 
 def _save(fig: Figure, path: Path) -> None:
     """PNG without the software/version stamp, written atomically."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
-    atomic_write_bytes(path, buf.getvalue())
+    save_png(fig, path, dpi=DPI)
 
 
 def _empty(ax: Axes, text: str) -> None:

@@ -7,7 +7,6 @@ weights loaded), with its multi-scale `features` fed to `torchvision.ops.Feature
 
 from __future__ import annotations
 
-import io
 from collections import OrderedDict
 from pathlib import Path
 
@@ -17,7 +16,6 @@ from torch import Tensor, nn
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
 
 from nasstudy.spaces.mobile import build_net
-from nasstudy.utils import atomic_write_bytes
 
 EXAMPLES = 6  # val scenes drawn in examples.png: the first ones, so every run draws the same
 EXAMPLE_COLUMNS = 3  # scenes per row of examples.png
@@ -168,10 +166,3 @@ def example_figure(n: int, panels: int, title: str):
         axes[0].text(0.5, 0.5, "no val scenes", ha="center", va="center", transform=axes[0].transAxes)
     fig.suptitle(title, fontsize=9)
     return fig, axes[: n * panels]
-
-
-def save_png(fig, path: str | Path, dpi: int = 100) -> None:
-    """PNG without the software/version stamp, written atomically: reruns give identical bytes."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
-    atomic_write_bytes(path, buf.getvalue())

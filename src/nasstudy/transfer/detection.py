@@ -30,9 +30,9 @@ from nasstudy.transfer.backbone import (
     example_figure,
     label_colours,
     normalise,
-    save_png,
     scene_batches,
 )
+from nasstudy.utils import save_png
 
 DETECTORS = ("fcos", "retinanet")
 # Knobs not in the params file (a params section may override them): small, because the default
@@ -239,7 +239,7 @@ def draw_examples(
         ax.set_title(f"val scene {i}", fontsize=7)
         ax.axis("off")
     class_legend(fig, colours, class_names, shown)
-    save_png(fig, path)
+    save_png(fig, path, dpi=100)
 
 
 def run_detection(

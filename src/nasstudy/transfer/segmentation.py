@@ -30,10 +30,9 @@ from nasstudy.transfer.backbone import (
     example_figure,
     label_colours,
     normalise,
-    save_png,
     scene_batches,
 )
-from nasstudy.utils import set_deterministic
+from nasstudy.utils import save_png, set_deterministic
 
 HEADS = ("fcn", "deeplabv3", "lraspp")
 # Knobs not in the params file (a params section may override them), sized for 96-px scenes on CPU.
@@ -229,7 +228,7 @@ def draw_examples(
             ax.set_title(f"val scene {i}: {title}", fontsize=7)
             ax.axis("off")
     class_legend(fig, colours, class_names, np.unique(np.concatenate([pred.ravel(), data["masks"][idx].ravel()])))
-    save_png(fig, path)
+    save_png(fig, path, dpi=100)
 
 
 def run_segmentation(
