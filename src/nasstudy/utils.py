@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
+
+T = TypeVar("T")
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -83,6 +86,16 @@ def set_deterministic(on: bool, warn_only: bool = True) -> None:
         torch.use_deterministic_algorithms(on, warn_only=warn_only)
     else:
         set_flag(on, warn_only=warn_only)
+
+
+def config_from_params(cls: type[T], params: dict, section: str) -> T:
+    """Dataclass `cls` built from a params section; an unknown key is an error naming it and the
+    allowed ones (never silently ignored)."""
+    known = sorted(f.name for f in dataclasses.fields(cls))
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        raise ValueError(f"unknown {section} key(s) {unknown}; allowed: {known}")
+    return cls(**params)
 
 
 def save_png(fig: Any, path: str | Path, dpi: float | None = None) -> None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from nasstudy.spaces.mobile_ops import parse_op
+from nasstudy.utils import config_from_params
 
 KERNELS = (3, 5, 7, 9, 11)
 EXPANDS = (1, 3, 6)
@@ -81,11 +82,7 @@ class AutoSpaceConfig:
     @classmethod
     def from_params(cls, params: dict) -> AutoSpaceConfig:
         """From the `evolution.autospace` params section; an unknown key is an error naming it and the known ones."""
-        known = [f.name for f in fields(cls)]
-        unknown = sorted(set(params) - set(known))
-        if unknown:
-            raise ValueError(f"unknown evolution.autospace key(s) {unknown}; allowed: {sorted(known)}")
-        return cls(**params)
+        return config_from_params(cls, params, "evolution.autospace")
 
     def to_params(self) -> dict:
         """Plain types (the reference as a list), for logging and JSON."""

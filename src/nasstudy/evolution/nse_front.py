@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
+from nasstudy.utils import config_from_params
+
 
 @dataclass(frozen=True)
 class NSEConfig:
@@ -41,11 +43,7 @@ class NSEConfig:
     @classmethod
     def from_params(cls, nse_params: dict) -> NSEConfig:
         """From the `evolution.nse` params section; an unknown key is an error, not silently ignored."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(nse_params) - known
-        if unknown:
-            raise ValueError(f"unknown evolution.nse keys {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**nse_params)
+        return config_from_params(cls, nse_params, "evolution.nse")
 
 
 @dataclass

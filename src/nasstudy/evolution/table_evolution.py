@@ -36,13 +36,14 @@ from the table without charging queries: a measure for the report, never seen by
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from nasstudy.evaluators import TableEvaluator
 from nasstudy.evolution.nse_front import FrontRow, pareto_mask
 from nasstudy.spaces.nb201 import OPS, Nb201Space
+from nasstudy.utils import config_from_params
 
 
 @dataclass(frozen=True)
@@ -60,11 +61,7 @@ class TableEvoConfig:
     @classmethod
     def from_params(cls, params: dict) -> TableEvoConfig:
         """From a params section; an unknown key raises ValueError naming it."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(params) - known)
-        if unknown:
-            raise ValueError(f"unknown table-evolution keys {unknown}; known: {sorted(known)}")
-        return cls(**params)
+        return config_from_params(cls, params, "table-evolution")
 
 
 @dataclass
