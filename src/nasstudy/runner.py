@@ -7,6 +7,7 @@ stage module `nasstudy.stages.<rule>` does the work through its `run(...)` funct
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 import sys
 import time
@@ -39,6 +40,7 @@ def redirect_output(log_path: str | Path) -> None:
 def run_job(smk) -> None:
     """Call `nasstudy.stages.<rule>.run` with the job's files, params and wildcards, tracked in MLflow."""
     from nasstudy import mlflow_tracking
+    from nasstudy.checkpoint import job_checkpoint
 
     if smk.log:
         redirect_output(smk.log[0])
@@ -48,14 +50,22 @@ def run_job(smk) -> None:
     params = smk.params.cfg
     stage = importlib.import_module(f"nasstudy.stages.{rule}")
     print(f"[nasstudy] {rule} {wildcards} starting", flush=True)
+    extra = {}
+    if "checkpoint" in inspect.signature(stage.run).parameters:
+        code = getattr(smk.params, "code", "")
+        checkpoint = job_checkpoint(smk.config["study"], rule, wildcards, params, code, as_lists(inputs))
+        checkpoint.event("start")
+        extra["checkpoint"] = checkpoint
     tracker = mlflow_tracking.start_job_run(smk.config, rule, wildcards, params, as_lists(inputs))
     start = time.perf_counter()
     try:
-        stage.run(inputs, outputs, params, wildcards, tracker)
+        stage.run(inputs, outputs, params, wildcards, tracker, **extra)
     except BaseException:
         traceback.print_exc()
         mlflow_tracking.end_job_run(tracker, as_lists(outputs), success=False)
         raise
     tracker.log_metric("wall_seconds", time.perf_counter() - start)
     mlflow_tracking.end_job_run(tracker, as_lists(outputs), success=True)
+    if "checkpoint" in extra:
+        extra["checkpoint"].clear()
     print(f"[nasstudy] {rule} {wildcards} done in {time.perf_counter() - start:.1f}s", flush=True)

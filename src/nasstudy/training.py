@@ -110,6 +110,37 @@ def iterate_batches(
         yield x, data.labels[idx]
 
 
+class BatchCycle:
+    """Endless shuffled batches of a split (the architecture steps' held-out data). Resumable: its
+    state is the current permutation and position, so a checkpoint continues the same sequence."""
+
+    def __init__(self, data: ClsData, batch_size: int, generator: torch.Generator) -> None:
+        self.data, self.generator = data, generator
+        self.batch_size = max(1, min(batch_size, len(data)))
+        self.stop = len(data) - len(data) % self.batch_size
+        self.order: Tensor | None = None
+        self.pos = 0
+
+    def __iter__(self) -> BatchCycle:
+        return self
+
+    def __next__(self) -> tuple[Tensor, Tensor]:
+        if self.order is None or self.pos >= self.stop:  # a new permutation once the last one is used up
+            self.order = torch.randperm(len(self.data), generator=self.generator).to(self.data.labels.device)
+            self.pos = 0
+        idx = self.order[self.pos : self.pos + self.batch_size]
+        self.pos += self.batch_size
+        return self.data.images[idx], self.data.labels[idx]
+
+    def state_dict(self) -> dict:
+        return {"order": None if self.order is None else self.order.cpu(), "pos": self.pos}
+
+    def load_state_dict(self, state: dict) -> None:
+        order = state["order"]
+        self.order = None if order is None else order.to(self.data.labels.device)
+        self.pos = int(state["pos"])
+
+
 def train_epoch(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,

@@ -15,7 +15,6 @@ by local mutants of tournament-picked fit members (new kernel / expansion / dila
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,12 +23,13 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
+from nasstudy.checkpoint import NO_CHECKPOINT, Checkpoint, capture, restore
 from nasstudy.evolution.autospace_ops import AutoSpaceConfig, evolve_position, start_population, tournament
 from nasstudy.evolution.nse import split_train
 from nasstudy.spaces.mobile import MobileSpace, Supernet, position_shapes
 from nasstudy.spaces.mobile_ops import parse_op, position_cost
 from nasstudy.tracking import Tracker
-from nasstudy.training import ClsData, iterate_batches, recal_subset, score_arch, sgd_cosine
+from nasstudy.training import BatchCycle, ClsData, iterate_batches, recal_subset, score_arch, sgd_cosine
 
 __all__ = ["AutoSpaceConfig", "AutoSpaceResult", "FlopsModel", "autospace_round", "references"]
 
@@ -95,12 +95,6 @@ def references(state: dict, cfg: AutoSpaceConfig) -> list[str]:
     return out
 
 
-def _cycle(data: ClsData, batch_size: int, gen: torch.Generator) -> Iterator[tuple[Tensor, Tensor]]:
-    """Endless shuffled batches of the held-out part (the α steps' data)."""
-    while True:
-        yield from iterate_batches(data, min(batch_size, len(data)), gen, drop_last=True)
-
-
 def _select(
     live: np.ndarray, sizes: list[int], refs: list[int], k: int, tsize: int, rng: np.random.Generator
 ) -> list[list[int]]:
@@ -153,6 +147,7 @@ def autospace_round(
     device: torch.device | str = "cpu",
     channels_last: bool = False,
     desc: str = "autospace",
+    checkpoint: Checkpoint = NO_CHECKPOINT,
 ) -> AutoSpaceResult:
     """One AutoSpace generation on `state`; `train_cfg` holds batch_size, lr, momentum, weight_decay,
     bn_recal_batches. All randomness comes from `rng` and `batch_gen` (weight init included, drawn
@@ -195,7 +190,7 @@ def autospace_round(
     steps_per_epoch = max(1, len(weight_data) // batch_size)
     optimizer, scheduler = sgd_cosine(net, train_cfg, cfg.epochs * steps_per_epoch)
     arch_opt = torch.optim.Adam([alpha], lr=cfg.alpha_lr, betas=ADAM_BETAS)
-    held = _cycle(hold_data, batch_size, batch_gen)
+    held = BatchCycle(hold_data, batch_size, batch_gen)
     beta = cfg.fitness_ema
     picks = np.zeros((len(pops), width), dtype=np.int64)  # times each member was stacked in an α step
 
@@ -204,7 +199,15 @@ def autospace_round(
 
     epochs: list[dict] = []
     step = 0
-    for epoch in range(cfg.epochs):
+    parts = dict(net=net, optimizer=optimizer, scheduler=scheduler, alpha=alpha, arch_opt=arch_opt,
+                 batch_gen=batch_gen, rng=rng, held=held)  # fmt: skip
+    if (saved := checkpoint.load()) is not None:  # continue after the last finished epoch
+        restore(saved, **parts)
+        picks[:] = saved["picks"].numpy()
+        epochs, step = saved["epochs"], saved["step"]
+        for e, row in enumerate(epochs):
+            tracker.log_metrics(row, step=e)
+    for epoch in range(len(epochs), cfg.epochs):
         net.train()
         loss_sum, correct, seen, arch_ce, used = 0.0, 0, 0, [], set()
         batches = iterate_batches(weight_data, batch_size, batch_gen, drop_last=True)
@@ -250,6 +253,8 @@ def autospace_round(
             }
         tracker.log_metrics(row, step=epoch)
         epochs.append(row)
+        extra = {"picks": torch.as_tensor(picks), "epochs": epochs, "step": step}
+        checkpoint.save({**capture(**parts), **extra}, f"epoch {epoch + 1}/{cfg.epochs}")
 
     # Generation end: fitness from α, the yardstick rule, mutants, the learned space.
     rel = _relative(alpha, refs)

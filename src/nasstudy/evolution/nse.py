@@ -49,11 +49,12 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
+from nasstudy.checkpoint import NO_CHECKPOINT, Checkpoint, capture, restore
 from nasstudy.evolution.nse_front import FrontRow, NSEConfig, pareto_mask, sample_band_archs, update_state
 from nasstudy.spaces.mobile import MobileSpace, Supernet, position_shapes
 from nasstudy.spaces.mobile_ops import global_pool, position_cost
 from nasstudy.tracking import Tracker
-from nasstudy.training import ClsData, iterate_batches, recal_subset, score_arch, sgd_cosine
+from nasstudy.training import BatchCycle, ClsData, iterate_batches, recal_subset, score_arch, sgd_cosine
 
 P_MIN = 5e-4  # their clamp: p = sigmoid(α) · 0.999 + 5e-4
 
@@ -159,12 +160,6 @@ def _arch_loss(
     return ce + cfg.flops_lambda * (expected - cfg.flops_target) ** 2, float(ce.detach())
 
 
-def _cycle(data: ClsData, batch_size: int, gen: torch.Generator):
-    """Endless shuffled batches of the held-out part (the architecture steps' data)."""
-    while True:
-        yield from iterate_batches(data, min(batch_size, len(data)), gen, drop_last=True)
-
-
 def split_train(train: ClsData, holdout_frac: float, rng: np.random.Generator) -> tuple[ClsData, ClsData]:
     """(weight part, held-out part) of the train split, a seeded random partition."""
     n = len(train)
@@ -187,6 +182,7 @@ def nse_round(
     device: torch.device | str = "cpu",
     channels_last: bool = False,
     desc: str = "nse",
+    checkpoint: Checkpoint = NO_CHECKPOINT,
 ) -> NSEResult:
     """One NSE round on `state`; `train_cfg` holds batch_size, lr, momentum, weight_decay, bn_recal_batches.
 
@@ -211,12 +207,20 @@ def nse_round(
     steps_per_epoch = max(1, len(weight_data) // batch_size)
     optimizer, scheduler = sgd_cosine(net, train_cfg, cfg.epochs * steps_per_epoch)
     arch_opt = torch.optim.Adam([alpha], lr=cfg.alpha_lr, betas=(0.0, 0.999))
-    held = _cycle(hold_data, batch_size, batch_gen)
+    held = BatchCycle(hold_data, batch_size, batch_gen)
 
     drops: dict[tuple[int, int], float] = {}
     epochs: list[dict] = []
     step = 0
-    for epoch in range(cfg.epochs):
+    parts = dict(net=net, optimizer=optimizer, scheduler=scheduler, alpha=alpha, arch_opt=arch_opt,
+                 batch_gen=batch_gen, rng=rng, held=held)  # fmt: skip
+    if (saved := checkpoint.load()) is not None:  # continue after the last finished epoch
+        restore(saved, **parts)
+        alive[:] = saved["alive"].numpy()
+        drops, epochs, step = saved["drops"], saved["epochs"], saved["step"]
+        for e, row in enumerate(epochs):
+            tracker.log_metrics(row, step=e)
+    for epoch in range(len(epochs), cfg.epochs):
         net.train()
         loss_sum, correct, seen, arch_ce = 0.0, 0, 0, []
         batches = iterate_batches(weight_data, batch_size, batch_gen, drop_last=True)
@@ -255,6 +259,8 @@ def nse_round(
         }
         tracker.log_metrics(row, step=epoch)
         epochs.append(row)
+        extra = {"alive": torch.as_tensor(alive), "drops": drops, "epochs": epochs, "step": step}
+        checkpoint.save({**capture(**parts), **extra}, f"epoch {epoch + 1}/{cfg.epochs}")
 
     # Round end: sample near the target (and a lower band), score with shared weights, take the front.
     p_sample = np.where(alive, _clamped(alpha).detach().cpu().double().numpy(), 0.0)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from nasstudy.checkpoint import NO_CHECKPOINT, Checkpoint
 from nasstudy.evolution.autospace import FITNESS_COLUMNS, AutoSpaceConfig, AutoSpaceResult, autospace_round
 from nasstudy.evolution.nse import NSEConfig, NSEResult, nse_round
 from nasstudy.tracking import Tracker
@@ -48,9 +49,15 @@ def metrics_dict(result: NSEResult | AutoSpaceResult, method: str, gen: int) -> 
 
 
 def run(
-    inputs: dict[str, Path], outputs: dict[str, Path], params: dict, wildcards: dict[str, str], tracker: Tracker
+    inputs: dict[str, Path],
+    outputs: dict[str, Path],
+    params: dict,
+    wildcards: dict[str, str],
+    tracker: Tracker,
+    checkpoint: Checkpoint = NO_CHECKPOINT,
 ) -> None:
-    """Inputs cls_train, cls_val, space_state; outputs space_state, front, op_stats, supernet, metrics."""
+    """Inputs cls_train, cls_val, space_state; outputs space_state, front, op_stats, supernet, metrics.
+    The round checkpoints after every epoch; a rerun after a crash continues from the last one."""
     method, gen = wildcards["method"], int(wildcards["gen"])
     if method not in METHODS:
         raise ValueError(f"unknown evolution method {method!r}: known methods are {list(METHODS)}")
@@ -80,6 +87,7 @@ def run(
         device=device,
         channels_last=channels_last,
         desc=f"{method} gen {gen}",
+        checkpoint=checkpoint,
     )
 
     write_json(outputs["space_state"], result.state)

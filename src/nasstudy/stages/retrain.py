@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from nasstudy.checkpoint import NO_CHECKPOINT, Checkpoint, capture, restore
 from nasstudy.spaces import make_space
 from nasstudy.spaces.mobile import build_net
 from nasstudy.tracking import Tracker
@@ -37,9 +38,15 @@ LATENCY_WARMUP = 5
 
 
 def run(
-    inputs: dict[str, Path], outputs: dict[str, Path], params: dict, wildcards: dict[str, str], tracker: Tracker
+    inputs: dict[str, Path],
+    outputs: dict[str, Path],
+    params: dict,
+    wildcards: dict[str, str],
+    tracker: Tracker,
+    checkpoint: Checkpoint = NO_CHECKPOINT,
 ) -> None:
-    """Inputs cls_train, cls_val, cls_test, best; outputs model, metrics, timing, curve."""
+    """Inputs cls_train, cls_val, cls_test, best; outputs model, metrics, timing, curve. Checkpoints
+    after every epoch; a rerun after a crash continues from the last one."""
     names = [STAGE, wildcards["space"], wildcards["method"]]
     seed, cfg, space_cfg = int(params["seed"]), params["retrain"], params["space"]
     seed_torch(seed, *names, threads=int(params["threads"]))
@@ -62,9 +69,15 @@ def run(
     epochs, batch_size = int(cfg["epochs"]), int(cfg["batch_size"])
     optimizer, scheduler = sgd_cosine(net, cfg, epochs * max(1, len(train) // batch_size))
     batch_gen = make_generator(seed, *names, "batches")
-    curve = []
+    curve: list[dict] = []
+    saved = checkpoint.load()
+    if saved is not None:
+        restore(saved, net=net, optimizer=optimizer, scheduler=scheduler, batch_gen=batch_gen)
+        curve = saved["curve"]
+        for row in curve:
+            tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
     start = time.perf_counter()
-    for epoch in range(1, epochs + 1):
+    for epoch in range(len(curve) + 1, epochs + 1):
         loss, acc = train_epoch(
             net, optimizer, train, batch_size, batch_gen, scheduler, augment=True,
             desc=f"retrain epoch {epoch}/{epochs}",
@@ -73,6 +86,8 @@ def run(
         row = {"epoch": epoch, "train_loss": round(loss, 6), "train_acc": round(acc, 4), "val_acc": round(val_acc, 4)}
         curve.append(row)
         tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
+        state = capture(net=net, optimizer=optimizer, scheduler=scheduler, batch_gen=batch_gen)
+        checkpoint.save({**state, "curve": curve}, f"epoch {epoch}/{epochs}")
     train_seconds = time.perf_counter() - start
     test_acc, _ = evaluate(net, test)
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from nasstudy.checkpoint import NO_CHECKPOINT, Checkpoint
 from nasstudy.evaluators import Evaluator, SupernetEvaluator
 from nasstudy.methods import SearchMethod, make_method
 from nasstudy.spaces.mobile import MobileSpace
@@ -33,8 +34,16 @@ HISTORY_COLUMNS = ["query", "arch", "acc", "loss", "flops", "params", "best_acc"
 
 
 def run(
-    inputs: dict[str, Path], outputs: dict[str, Path], params: dict, wildcards: dict[str, str], tracker: Tracker
+    inputs: dict[str, Path],
+    outputs: dict[str, Path],
+    params: dict,
+    wildcards: dict[str, str],
+    tracker: Tracker,
+    checkpoint: Checkpoint = NO_CHECKPOINT,
 ) -> None:
+    """Inputs cls_train, cls_val, supernet; outputs history, best, state, metrics. The state goes to the
+    job's checkpoint (outside the outputs, which Snakemake deletes after a crash) after every batch of
+    queries, or to the `state` output itself when run without one."""
     space_name, method_name = wildcards["space"], wildcards["method"]
     seed_torch(params["seed"], STAGE, space_name, method_name, threads=params["threads"])
     rng = make_rng(params["seed"], STAGE, space_name, method_name)
@@ -66,12 +75,15 @@ def run(
         "scoring": {k: params["supernet"][k] for k in ("bn_recal_batches", "batch_size")},
         "joint": joint,
     }
+    state_path = checkpoint.json_path or outputs["state"]
     if joint:
-        search_jointly(method, evaluator, joint, budget, outputs["state"], run_key, tracker, params["seed"])
-        write_outputs(outputs, method, space, space_name, method_name)
+        search_jointly(method, evaluator, joint, budget, state_path, run_key, tracker, params["seed"], checkpoint)
+        write_outputs(outputs, method, space, space_name, method_name, state_path)
         tracker.log_artifact(outputs["best"])
         return
-    resumed = resume(outputs["state"], run_key, method, evaluator, budget)
+    resumed = resume(state_path, run_key, method, evaluator, budget)
+    if resumed:
+        checkpoint.event("resume", f"{resumed}/{budget} queries")
     if resumed:
         print(f"[search] resuming {space_name}/{method_name} after {resumed} queries", file=sys.stderr)
     for q, best_acc in enumerate(best_so_far(method), start=1):  # this run's curve is complete too
@@ -86,10 +98,11 @@ def run(
             curve = best_so_far(method)
             for q in range(len(curve) - len(archs), len(curve)):
                 tracker.log_metric("best_acc", curve[q], step=q + 1)
-            write_json(outputs["state"], {"run": run_key, "method": method.state_dict()})
+            write_json(state_path, {"run": run_key, "method": method.state_dict()})
+            checkpoint.event("save", f"{len(method.history)}/{budget} queries")
             bar.update(len(archs))
 
-    write_outputs(outputs, method, space, space_name, method_name)
+    write_outputs(outputs, method, space, space_name, method_name, state_path)
     tracker.log_artifact(outputs["best"])
 
 
@@ -102,6 +115,7 @@ def search_jointly(
     run_key: dict,
     tracker: Tracker,
     seed: int,
+    checkpoint: Checkpoint = NO_CHECKPOINT,
 ) -> None:
     """RelativeNAS's joint learning: pair after pair, train both members on copies of the shared
     weights, validate, merge into the supernet, tell; save method, weights and generator after each."""
@@ -113,6 +127,7 @@ def search_jointly(
     done = resume_joint(state_path, run_key, method, supernet, generator, budget)
     if done:
         print(f"[search] resuming relativenas joint learning after {done} queries", file=sys.stderr)
+        checkpoint.event("resume", f"{done}/{budget} queries")
     for q, best_acc in enumerate(best_so_far(method), start=1):
         tracker.log_metric("best_acc", best_acc, step=q)
 
@@ -136,6 +151,7 @@ def search_jointly(
                 state_path,
                 {"run": run_key, "method": method.state_dict(), "joint": joint_state(supernet, generator)},
             )
+            checkpoint.event("save", f"{len(method.history)}/{budget} queries")
             bar.update(2)
 
 
@@ -189,9 +205,17 @@ def best_so_far(method: SearchMethod) -> list[float]:
 
 
 def write_outputs(
-    outputs: dict[str, Path], method: SearchMethod, space: MobileSpace, space_name: str, method_name: str
+    outputs: dict[str, Path],
+    method: SearchMethod,
+    space: MobileSpace,
+    space_name: str,
+    method_name: str,
+    state_path: Path,
 ) -> None:
-    """history.csv, best.json and metrics.json, all derived from the method's history."""
+    """history.csv, best.json and metrics.json, all derived from the method's history; state.json
+    (the method's final state) copied from where the job kept it."""
+    if Path(state_path) != Path(outputs["state"]):
+        atomic_write_bytes(outputs["state"], Path(state_path).read_bytes())
     curve = best_so_far(method)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")

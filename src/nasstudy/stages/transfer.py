@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nasstudy.checkpoint import NO_CHECKPOINT, Checkpoint
 from nasstudy.tracking import Tracker
 from nasstudy.training import MEAN, STD, resolve_device
 from nasstudy.transfer.backbone import load_retrained
@@ -62,9 +63,15 @@ def mlflow_names(prefix: str, per_class: dict[str, float]) -> dict[str, float]:
 
 
 def run(
-    inputs: dict[str, Path], outputs: dict[str, Path], params: dict, wildcards: dict[str, str], tracker: Tracker
+    inputs: dict[str, Path],
+    outputs: dict[str, Path],
+    params: dict,
+    wildcards: dict[str, str],
+    tracker: Tracker,
+    checkpoint: Checkpoint = NO_CHECKPOINT,
 ) -> None:
-    """Inputs scenes_train, scenes_val, model; outputs metrics, timing, examples."""
+    """Inputs scenes_train, scenes_val, model; outputs metrics, timing, examples. Fine-tuning
+    checkpoints after every epoch; a rerun after a crash continues from the last one."""
     task = wildcards["task"]
     if task not in TASKS:
         raise ValueError(f"unknown transfer task {task!r}; expected one of {TASKS}")
@@ -85,7 +92,18 @@ def run(
     else:
         from nasstudy.transfer.segmentation import run_segmentation as run_task
     metrics, timing = run_task(
-        net, train, val, class_names, cfg, rng, tracker, device, [MEAN] * 3, [STD] * 3, examples=outputs["examples"]
+        net,
+        train,
+        val,
+        class_names,
+        cfg,
+        rng,
+        tracker,
+        device,
+        [MEAN] * 3,
+        [STD] * 3,
+        examples=outputs["examples"],
+        checkpoint=checkpoint,
     )
     write_json(outputs["metrics"], metrics)
     write_json(outputs["timing"], timing)

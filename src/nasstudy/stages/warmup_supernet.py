@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from nasstudy.checkpoint import NO_CHECKPOINT, Checkpoint, capture, restore
 from nasstudy.spaces import make_space
 from nasstudy.spaces.mobile import Supernet
 from nasstudy.tracking import Tracker
@@ -32,12 +33,19 @@ from nasstudy.utils import atomic_write_bytes, make_rng, read_json, seed_torch, 
 
 STAGE = "warmup_supernet"
 RANDOM_ARCHS = 50
+SCORE_CHECKPOINT_EVERY = 10  # random archs scored between two checkpoints
 
 
 def run(
-    inputs: dict[str, Path], outputs: dict[str, Path], params: dict, wildcards: dict[str, str], tracker: Tracker
+    inputs: dict[str, Path],
+    outputs: dict[str, Path],
+    params: dict,
+    wildcards: dict[str, str],
+    tracker: Tracker,
+    checkpoint: Checkpoint = NO_CHECKPOINT,
 ) -> None:
-    """Inputs cls_train, cls_val, space_state; outputs supernet, metrics, random_archs."""
+    """Inputs cls_train, cls_val, space_state; outputs supernet, metrics, random_archs. Checkpoints
+    after every epoch and every few scored archs; a rerun after a crash continues from the last."""
     names = [STAGE, *wildcards.values()]
     seed, cfg, space_cfg = int(params["seed"]), params["supernet"], params["space"]
     seed_torch(seed, *names, threads=int(params["threads"]))
@@ -65,8 +73,25 @@ def run(
         return space.ops(space.sample(arch_rng))
 
     history: dict[str, list[float]] = {"train_loss": [], "train_acc": []}
+    sample_rng = make_rng(seed, *names, "random_archs")
+    rows: list[dict] = []
+    first_epoch, trained = 0, None
+    saved = checkpoint.load()
+    if saved is not None:
+        restore(saved, supernet=supernet, optimizer=optimizer, scheduler=scheduler, batch_gen=batch_gen,
+                arch_rng=arch_rng, sample_rng=sample_rng)  # fmt: skip
+        first_epoch, history, rows, trained = saved["epoch"], saved["history"], saved["rows"], saved["trained"]
+        for epoch in range(first_epoch):
+            tracker.log_metrics({k: v[epoch] for k, v in history.items()}, step=epoch)
+
+    def save_state(label: str) -> None:
+        state = capture(supernet=supernet, optimizer=optimizer, scheduler=scheduler, batch_gen=batch_gen,
+                        arch_rng=arch_rng, sample_rng=sample_rng)  # fmt: skip
+        checkpoint.save({**state, "epoch": epoch_done, "history": history, "rows": rows, "trained": trained}, label)
+
+    epoch_done = first_epoch
     start = time.perf_counter()
-    for epoch in range(epochs):
+    for epoch in range(first_epoch, epochs):
         loss, acc = train_epoch(
             supernet,
             optimizer,
@@ -81,16 +106,21 @@ def run(
         history["train_loss"].append(round(loss, 6))
         history["train_acc"].append(round(acc, 4))
         tracker.log_metrics({"train_loss": loss, "train_acc": acc}, step=epoch)
+        epoch_done = epoch + 1
+        if epoch_done == epochs:  # the trained weights, before BN recalibration changes their statistics
+            trained = {k: v.clone() for k, v in supernet.state_dict().items()}
+        save_state(f"epoch {epoch_done}/{epochs}")
     train_seconds = time.perf_counter() - start
+    supernet.load_state_dict(trained)
     save_checkpoint(supernet.to_checkpoint(), outputs["supernet"])
 
     # Scores of random archs with inherited weights (after BN recalibration).
     start = time.perf_counter()
-    sample_rng = make_rng(seed, *names, "random_archs")
     count = int(cfg.get("random_archs", RANDOM_ARCHS))
     recal = int(cfg["bn_recal_batches"])
-    rows = []
-    for _ in tqdm(range(count), desc="random archs", file=sys.stderr, mininterval=5):
+    for _ in tqdm(range(len(rows), count), desc="random archs", file=sys.stderr, mininterval=5):
+        if rows and len(rows) % SCORE_CHECKPOINT_EVERY == 0:
+            save_state(f"{len(rows)}/{count} random archs scored")
         arch = space.sample(sample_rng)
         acc, loss = score_arch(supernet, space.ops(arch), train, val, recal, batch_size)
         rows.append(

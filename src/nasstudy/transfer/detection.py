@@ -21,6 +21,7 @@ from torchvision.models.detection.retinanet import RetinaNetHead
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from tqdm import tqdm
 
+from nasstudy.checkpoint import NO_CHECKPOINT, Checkpoint, capture, restore
 from nasstudy.transfer.backbone import (
     EXAMPLES,
     FPNBackbone,
@@ -121,6 +122,7 @@ def train_detector(
     rng: np.random.Generator,
     tracker,
     device: torch.device,
+    checkpoint: Checkpoint = NO_CHECKPOINT,
 ) -> list[float]:
     """Fine-tune backbone, FPN and head together (SGD, cosine LR, random flips); per-epoch losses."""
     cfg = {**DEFAULTS, **cfg}
@@ -129,8 +131,11 @@ def train_detector(
     steps = epochs * len(scene_batches(n, bs, np.random.default_rng(0)))
     opt, sched = cosine_sgd(model, float(cfg["lr"]), steps, cfg["momentum"], cfg["weight_decay"])
     model.to(device)
-    losses = []
-    for epoch in range(1, epochs + 1):
+    losses: list[float] = []
+    if (saved := checkpoint.load()) is not None:  # continue after the last finished epoch
+        restore(saved, model=model, opt=opt, sched=sched, rng=rng)
+        losses = saved["losses"]
+    for epoch in range(len(losses) + 1, epochs + 1):
         model.train()
         sums: dict[str, float] = {}
         batches = scene_batches(n, bs, rng)
@@ -154,6 +159,9 @@ def train_detector(
         means = {f"train_{k}": v / len(batches) for k, v in sums.items()}
         tracker.log_metrics(means, step=epoch)
         losses.append(means["train_loss"])
+        checkpoint.save(
+            {**capture(model=model, opt=opt, sched=sched, rng=rng), "losses": losses}, f"epoch {epoch}/{epochs}"
+        )
     return losses
 
 
@@ -254,13 +262,14 @@ def run_detection(
     image_mean: list[float],
     image_std: list[float],
     examples=None,
+    checkpoint: Checkpoint = NO_CHECKPOINT,
 ) -> tuple[dict, dict[str, float]]:
     """Build, train and score a detector over `len(class_names)` object classes; draw `examples`
     (a PNG path) when given; returns (metrics, timing)."""
     cfg = {**DEFAULTS, **cfg}
     model = build_detector(net, len(class_names), cfg, image_mean, image_std)
     t0 = time.perf_counter()
-    train_detector(model, train, cfg, rng, tracker, device)
+    train_detector(model, train, cfg, rng, tracker, device, checkpoint)
     t1 = time.perf_counter()
     metrics = evaluate_detector(model, val, int(cfg["batch_size"]), device, class_names, int(cfg["min_instances"]))
     t2 = time.perf_counter()
