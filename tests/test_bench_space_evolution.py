@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import itertools
 import json
 import subprocess
@@ -13,8 +14,10 @@ import numpy as np
 import pytest
 import yaml
 
+from nasstudy import config as nasconfig
 from nasstudy.evaluators import TableEvaluator
 from nasstudy.evolution.table_evolution import (
+    GENERATIONS,
     TableEvoConfig,
     autospace_table_generation,
     full_space,
@@ -24,6 +27,7 @@ from nasstudy.evolution.table_evolution import (
 from nasstudy.spaces.nb201 import OPS, arch_string, initial_state
 from nasstudy.stages import bench_space_evolution, bench_space_summary
 from nasstudy.tracking import MemoryTracker
+from nasstudy.utils import make_rng
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACE = {"name": "nb201", "initial_ops": ["none", "avg_pool_3x3"]}
@@ -69,8 +73,10 @@ def test_autospace_keeps_the_reference_and_swaps_in_mutants(table: Path) -> None
     for _ in range(6):
         out = autospace_table_generation(state, SPACE, ev, cfg, rng)
         state = out.state
-        for edge in state["edges"]:
-            assert edge["active"][0] == "avg_pool_3x3" and len(edge["active"]) == 2
+        # The reference arch follows the best arch found (the elite) and stays active on every edge.
+        assert state["elite"]["acc"] == max(m["acc"] for m in ev.cache.values())
+        for edge, elite_op in zip(state["edges"], state["elite"]["ops"]):
+            assert edge["reference"] == elite_op == edge["active"][0] and len(edge["active"]) == 2
             assert sorted([m["op"] for m in edge["population"]] + edge["queue"]) == sorted(OPS)
     assert any("nor_conv_3x3" in [m["op"] for m in e["population"]] for e in state["edges"])
     with pytest.raises(ValueError, match="reference"):
@@ -84,8 +90,65 @@ def test_random_baseline_draws_k_ops_and_keeps_the_best_seen(table: Path) -> Non
     for _ in range(5):
         out = random_subspace_generation(state, SPACE, ev, TableEvoConfig(samples=8, k=3), rng)
         assert all(len(d) == 3 for d in out.measured["drawn"])
-        assert out.state["best_search_acc"] >= best
-        best, state = out.state["best_search_acc"], out.state
+        assert out.state["elite"]["acc"] >= best
+        best, state = out.state["elite"]["acc"], out.state
+
+
+def best_queried_in(state: dict, ev: TableEvaluator) -> float:
+    """The best search acc among the archs queried so far that the subspace holds."""
+    return max(m["acc"] for a, m in ev.cache.items() if all(OPS[i] in e["active"] for i, e in zip(a, state["edges"])))
+
+
+@pytest.mark.parametrize("method", ["nse", "autospace", "random"])
+def test_no_drift_the_subspace_keeps_the_best_arch_queried(table: Path, method: str) -> None:
+    # Few draws per generation, so that a generation often misses the best arch it already holds:
+    # without elitism the subspace then drops its ops and the best known subspace acc goes down.
+    cfg = TableEvoConfig(samples=6, population=5, reference="avg_pool_3x3")
+    for seed in range(4):
+        ev, state, rng = evaluator(table), initial_state(SPACE), np.random.default_rng(seed)
+        held = -np.inf
+        for gen in range(12):
+            state = GENERATIONS[method](state, SPACE, ev, cfg, rng).state
+            best_queried = max(m["acc"] for m in ev.cache.values())
+            now = best_queried_in(state, ev)
+            assert now >= held, f"seed {seed} gen {gen}: the best queried acc in the subspace fell {held} -> {now}"
+            assert now == best_queried, f"seed {seed} gen {gen}: the subspace lost the best arch queried"
+            held = now
+
+
+@pytest.mark.parametrize("method", ["nse", "autospace", "random"])
+def test_a_run_is_reproducible_from_its_seed(table: Path, method: str) -> None:
+    cfg = TableEvoConfig(samples=8, population=5, reference="avg_pool_3x3")
+
+    def trajectory(run: int) -> list:
+        ev, state = evaluator(table), initial_state(SPACE)
+        rng = make_rng(0, bench_space_evolution.STAGE, method, run)
+        out = []
+        for _ in range(6):
+            result = GENERATIONS[method](state, SPACE, ev, cfg, rng)
+            state = result.state
+            out.append((json.dumps(state, sort_keys=True), result.queries))
+        return out
+
+    assert trajectory(0) == trajectory(0)
+    assert trajectory(0) != trajectory(1)  # the seed, not something else, drives the draws
+
+
+def test_validation_fills_each_methods_defaults_from_the_schema() -> None:
+    cfg = nasconfig.validate(
+        {"study": "s", "table": "t.csv", "methods": {"nse": {}, "autospace": {"samples": 7}}}, "bench_space"
+    )
+    defaults = dataclasses.asdict(TableEvoConfig())
+    assert cfg["methods"]["nse"] == defaults
+    assert cfg["methods"]["autospace"] == {**defaults, "samples": 7}
+    # One source: the config class's defaults are the schema's.
+    props = nasconfig.schema("bench_space")["definitions"]["table_evo"]["properties"]
+    assert defaults == {k: v["default"] for k, v in props.items()}
+    assert TableEvoConfig.from_params(cfg["methods"]["autospace"]).samples == 7
+    with pytest.raises(nasconfig.ParamsError, match="methods.nse.bogus"):
+        nasconfig.validate({"study": "s", "table": "t.csv", "methods": {"nse": {"bogus": 1}}}, "bench_space")
+    with pytest.raises(nasconfig.ParamsError, match="methods.foo"):
+        nasconfig.validate({"study": "s", "table": "t.csv", "methods": {"foo": {}}}, "bench_space")
 
 
 def params(table: Path, generations: int = 8) -> dict:
@@ -109,8 +172,12 @@ def test_stage_writes_history_and_is_deterministic(tmp_path: Path, table: Path, 
     assert [int(r["gen"]) for r in rows] == list(range(9))
     assert json.loads(rows[0]["subspace"]) == [SPACE["initial_ops"]] * 6
     assert int(rows[-1]["queries_total"]) == sum(int(r["queries_this_gen"]) for r in rows)
+    elite = [float(r["elite_search"]) for r in rows[1:]]
+    assert elite == sorted(elite)  # the elite (the best arch queried, kept in the subspace) never gets worse
+    assert all(float(r["elite_test"]) <= float(r["best_test"]) for r in rows[1:])
     res = json.loads(a["result"].read_text())
     assert res["optimum"] == 69 + 18 + 0.03 and res["initial_best_test"] == 69 + 3 + 0.04
+    assert res["final_elite_test"] == float(rows[-1]["elite_test"])
     if res["reached_at_generation"] is not None:
         assert float(rows[res["reached_at_generation"]]["best_test"]) >= res["optimum"] - 0.3
 
@@ -125,14 +192,15 @@ def test_stage_refuses_a_start_that_holds_the_optimum(tmp_path: Path, table: Pat
 def test_summary_counts_the_seeds_that_reached() -> None:
     results = [
         {"method": "m", "reached_at_generation": 2, "queries_to_reach": 30, "final_best_test": 94.0,
-         "queries_total": 50},
-        {"method": "m", "reached_at_generation": None, "queries_to_reach": None, "final_best_test": 90.0,
-         "queries_total": 70},
+         "final_elite_test": 93.0, "queries_total": 50},
+        {"method": "m", "reached_at_generation": None, "queries_to_reach": None, "final_best_test": 88.0,
+         "final_elite_test": 87.0, "queries_total": 70},
     ]  # fmt: skip
-    rows = bench_space_summary.summarise(results, [np.array([80.0, 90.0, 94.0]), np.array([80.0, 85.0, 90.0])])
+    rows = bench_space_summary.summarise(results, [np.array([80.0, 90.0, 94.0]), np.array([80.0, 90.0, 88.0])])
     r = rows[0]
     assert (r["runs"], r["reached"], r["queries_mean"], r["generations_median"]) == (2, 1, 30.0, 2.0)
-    assert r["best_test_mean"] == [80.0, 87.5, 92.0] and r["queries_total_mean"] == 60.0
+    assert r["best_test_mean"] == [80.0, 90.0, 91.0] and r["queries_total_mean"] == 60.0
+    assert r["final_elite_test_mean"] == 90.0 and r["drift_mean"] == 1.0  # (0 + (90 - 88)) / 2
 
 
 @pytest.mark.slow

@@ -2,61 +2,82 @@
 
 Each generation function takes (state, space_cfg, evaluator, cfg, rng) and returns a
 `GenerationResult`; fitness comes from table queries of the *search* metric (the evaluator's
-`acc`, e.g. cifar10_valid_acc), never from the reported test metric. Table-mode readings:
+`acc`, e.g. cifar10_valid_acc), never from the reported test metric. Every random choice comes
+from `rng`. All three keep an *elite* in the state (`{"ops", "acc"}`: the best arch by the search
+metric queried so far) and never let it leave the subspace, so the best arch a method knows of
+in its subspace never gets worse (before this, NSE and AutoSpace reached the optimum region and
+drifted back out of it). Table-mode readings:
 
 - **NSE**: draw `samples` archs uniformly from the current subspace (repeats are free: the
   evaluator caches them), take the Pareto front of (FLOPs, acc) with `nse_front.pareto_mask`. Per
-  edge the ops used by a front arch survive in their old order; the rest go to the back of the
-  queue; the edge is topped up to `k` from the queue front (NSE's rule). Why: the front replaces
-  NSE's supernet-scored front; only the scorer changes.
+  edge the ops used by a front arch *or by the elite* survive in their old order; the rest go to
+  the back of the queue; the edge is topped up to `k` from the queue front (NSE's rule). Why: the
+  front replaces NSE's supernet-scored front (only the scorer changes), and NSE protects the ops
+  of last round's best from dropping; 20 draws out of 64 archs often miss the best one, whose ops
+  would otherwise go.
 - **AutoSpace**: per edge a population (`population` ops: active, then the queue front) with a
   fitness each. Fitness of an op = mean acc of this generation's queried archs that use it minus
-  the reference arch's acc (the reference arch = `reference` op on every edge, default the last
-  initial op; queried every generation, cached after the first). The first measurement replaces
-  the placeholder 0 (no prior to average with), later ones enter an EMA (`fitness_ema`), as the
-  supernet version carries evidence across generations. Archs are drawn by a per-edge tournament
-  (`tournament` members, highest fitness wins) over the whole population; an untried member wins
-  any tournament it enters. Why: in the supernet version a new member's 0 sits at the reference's
-  level, among the others; here fitness is in accuracy points and a poor reference arch puts every
-  tried op far above 0, so a new member at 0 would never be drawn and never measured. At the end
-  the `n_mutants` weakest tried members that are neither the reference nor active swap with the
-  queue front (mutants = ops outside the population, untried first; the replaced op goes to the
-  queue's back). With `population: 5` every op is a member and no mutant is needed. Active = the
-  reference plus the top `k - 1` tried members by fitness: the reference stays active as in
-  docs/autospace.md; with k = 2 one free slot per edge still lets the subspace hold any single arch,
-  the optimum included.
+  the reference arch's acc. The reference arch starts as the `reference` op on every edge (default
+  the last initial op) and then *follows the elite*: it is queried every generation (cached, free)
+  and always active, as the paper's reference arch is always kept; a reference stuck at the poor
+  start would hold one of the k slots per edge for nothing. When it moves up, every fitness moves
+  down by the same step, so fitnesses stay relative to the current reference. The first
+  measurement replaces the placeholder 0 (no prior to average with), later ones enter an EMA
+  (`fitness_ema`), as the supernet version carries evidence across generations. Archs are drawn by
+  a per-edge tournament (`tournament` members, highest fitness wins) over the whole population; an
+  untried member wins any tournament it enters. Why: fitness is in accuracy points relative to the
+  reference, so a new member at 0 would sit above or below every tried op by accident; optimism
+  gets it measured. At the end the `n_mutants` weakest tried members that are neither the reference
+  nor active swap with the queue front (mutants = ops outside the population, untried first; the
+  replaced op goes to the queue's back). With `population: 5` every op is a member and no mutant is
+  needed. Active = the reference op plus the top `k - 1` other tried members by fitness.
 - **Random subspace** (baseline): each generation draws a fresh subspace of `k` ops per edge and
   queries `samples` archs in it (the same draws as NSE); the subspace kept is the best seen so far
-  by its best queried search-metric value, so that, like the others, it is chosen without the oracle.
+  by its best queried search-metric value (its elite), so that, like the others, it is chosen
+  without the oracle.
 
 `subspace_oracle` gives the reported metric's best and mean over *all* archs of a subspace, read
-from the table without charging queries: a measure for the report, never seen by a method.
+from the table without charging queries: a measure for the report, never seen by a method. It can
+still drop from one generation to the next: elitism keeps the best arch *queried*, and a subspace
+may lose a better arch that nobody queried.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from nasstudy.config import schema
 from nasstudy.evaluators import TableEvaluator
 from nasstudy.evolution.nse_front import FrontRow, pareto_mask
 from nasstudy.spaces.nb201 import OPS, Nb201Space
 from nasstudy.utils import config_from_params
 
 
+def schema_defaults() -> dict:
+    """`methods.<name>` defaults from workflow/schemas/bench_space.schema.yaml: their only source, so
+    that validated params and `TableEvoConfig()` agree."""
+    props = schema("bench_space")["definitions"]["table_evo"]["properties"]
+    return {key: spec["default"] for key, spec in props.items()}
+
+
+_DEFAULTS = schema_defaults()
+
+
 @dataclass(frozen=True)
 class TableEvoConfig:
-    """Knobs of the three table-mode generations (params `methods.<name>`); unknown keys are errors."""
+    """Knobs of the three table-mode generations (params `methods.<name>`; defaults from the schema)."""
 
-    samples: int = 20  # arch draws per generation (the query budget; cached repeats are free)
-    k: int = 2  # ops per edge in the subspace
-    population: int = 4  # AutoSpace: members per edge
-    tournament: int = 2  # AutoSpace: members per tournament
-    n_mutants: int = 1  # AutoSpace: members replaced per edge per generation
-    fitness_ema: float = 0.5  # AutoSpace: weight of the new measurement
-    reference: str | None = None  # AutoSpace: reference op on every edge (None = last initial active op)
+    samples: int = _DEFAULTS["samples"]  # arch draws per generation (the query budget; cached repeats are free)
+    k: int = _DEFAULTS["k"]  # ops per edge in the subspace
+    population: int = _DEFAULTS["population"]  # AutoSpace: members per edge
+    tournament: int = _DEFAULTS["tournament"]  # AutoSpace: members per tournament
+    n_mutants: int = _DEFAULTS["n_mutants"]  # AutoSpace: members replaced per edge per generation
+    fitness_ema: float = _DEFAULTS["fitness_ema"]  # AutoSpace: weight of the new measurement
+    reference: str | None = _DEFAULTS["reference"]  # AutoSpace: initial reference op (None = last initial op)
 
     @classmethod
     def from_params(cls, params: dict) -> TableEvoConfig:
@@ -88,6 +109,16 @@ def _query(space: Nb201Space, evaluator: TableEvaluator, archs: list[tuple[int, 
     return {a: evaluator.evaluate(tuple(OPS.index(o[0]) for o in space.ops(a))) for a in dict.fromkeys(archs)}
 
 
+def _update_elite(elite: dict | None, candidates: Iterable[tuple[Sequence[str], float]]) -> dict:
+    """The best (ops per edge, search acc) seen so far; a tie keeps the older one, so it is deterministic."""
+    for ops, acc in candidates:
+        if elite is None or acc > elite["acc"]:
+            elite = {"ops": list(ops), "acc": float(acc)}
+    if elite is None:
+        raise ValueError("no arch was scored")
+    return elite
+
+
 def subspace_oracle(space_cfg: dict, state: dict, evaluator: TableEvaluator, metric: str) -> tuple[float, float]:
     """(best, mean) of `metric` over every arch of the subspace, from the table rows: no query charged."""
     space = Nb201Space(space_cfg, state)
@@ -98,22 +129,25 @@ def subspace_oracle(space_cfg: dict, state: dict, evaluator: TableEvaluator, met
 def nse_table_generation(
     state: dict, space_cfg: dict, evaluator: TableEvaluator, cfg: TableEvoConfig, rng: np.random.Generator
 ) -> GenerationResult:
-    """One NSE round by table: sample, Pareto front of (FLOPs, acc), front ops survive, top up to k."""
+    """One NSE round by table: sample, Pareto front of (FLOPs, acc), front and elite ops survive, top up to k."""
     space = Nb201Space(space_cfg, state)
     before = evaluator.queries
     scored = _query(space, evaluator, [space.sample(rng) for _ in range(cfg.samples)])
     rows = [FrontRow(space.to_string(a), int(m["flops"]), int(m["params"]), m["acc"], "near", space.ops(a))
             for a, m in scored.items()]  # fmt: skip
+    elite = _update_elite(state.get("elite"), [([o[0] for o in r.ops], r.acc) for r in rows])
     front = [r for r, on in zip(rows, pareto_mask(rows)) if on]
     edges = []
     for e, edge in enumerate(state["edges"]):
-        used = {r.ops[e][0] for r in front}
+        if elite["ops"][e] not in edge["active"]:
+            raise RuntimeError(f"edge {e}: the elite op {elite['ops'][e]!r} left the subspace {edge['active']}")
+        used = {r.ops[e][0] for r in front} | {elite["ops"][e]}
         survivors = [op for op in edge["active"] if op in used]
         queue = list(edge["queue"]) + [op for op in edge["active"] if op not in used]
         added = queue[: max(0, cfg.k - len(survivors))]
         edges.append({"active": survivors + added, "queue": queue[len(added) :]})
     measured = {"sampled": len(scored), "front": len(front), "best_search_acc": max(r.acc for r in rows)}
-    return GenerationResult({"edges": edges}, evaluator.queries - before, measured)
+    return GenerationResult({"edges": edges, "elite": elite}, evaluator.queries - before, measured)
 
 
 def _autospace_init(state: dict, cfg: TableEvoConfig) -> dict:
@@ -142,7 +176,7 @@ def _tournament(members: list[dict], size: int, rng: np.random.Generator) -> str
 def autospace_table_generation(
     state: dict, space_cfg: dict, evaluator: TableEvaluator, cfg: TableEvoConfig, rng: np.random.Generator
 ) -> GenerationResult:
-    """One AutoSpace generation by table: tournament-drawn archs, fitness vs the reference, mutants, top k."""
+    """One AutoSpace generation by table: tournament draws, fitness vs the reference, which then follows the elite."""
     state = _autospace_init(state, cfg)
     full = full_space(space_cfg)
     before = evaluator.queries
@@ -153,6 +187,10 @@ def autospace_table_generation(
     ]
     scored = _query(full, evaluator, drawn)
     ref_acc = scored[reference]["acc"]
+    # Elitism: the reference arch becomes the best arch found so far (it was drawn from the
+    # population, so its ops are members); fitnesses move with it so they stay relative to it.
+    elite = _update_elite(state.get("elite"), [([OPS[i] for i in a], s["acc"]) for a, s in scored.items()])
+    shift = elite["acc"] - ref_acc
     edges = []
     for e, edge in enumerate(state["edges"]):
         members, queue = copy.deepcopy(edge["population"]), list(edge["queue"])
@@ -164,7 +202,11 @@ def autospace_table_generation(
                     value if m["tried"] == 0 else (1 - cfg.fitness_ema) * m["fitness"] + cfg.fitness_ema * value
                 )
                 m["tried"] += 1
-        ref = edge["reference"]
+            if m["tried"]:
+                m["fitness"] -= shift
+        ref = elite["ops"][e]
+        if ref not in [m["op"] for m in members]:
+            raise RuntimeError(f"edge {e}: the elite op {ref!r} is not in the population")
         ranked = sorted((m for m in members if m["op"] != ref and m["tried"]), key=lambda m: -m["fitness"])
         active = [ref] + [m["op"] for m in ranked[: cfg.k - 1]]
         weakest = [m for m in reversed(ranked) if m["op"] not in active][: cfg.n_mutants]
@@ -180,7 +222,7 @@ def autospace_table_generation(
         "reference_acc": ref_acc,
         "best_search_acc": max(s["acc"] for s in scored.values()),
     }
-    return GenerationResult({"edges": edges}, evaluator.queries - before, measured)
+    return GenerationResult({"edges": edges, "elite": elite}, evaluator.queries - before, measured)
 
 
 def random_subspace_generation(
@@ -195,9 +237,10 @@ def random_subspace_generation(
     before = evaluator.queries
     scored = _query(space, evaluator, [space.sample(rng) for _ in range(cfg.samples)])
     best = max(m["acc"] for m in scored.values())
-    kept = state.get("best_search_acc")
-    if kept is None or best > kept:
-        next_state = {"edges": fresh, "best_search_acc": best}
+    kept = state.get("elite")
+    if kept is None or best > kept["acc"]:
+        elite = _update_elite(None, [([o[0] for o in space.ops(a)], m["acc"]) for a, m in scored.items()])
+        next_state = {"edges": fresh, "elite": elite}
     else:
         next_state = copy.deepcopy(state)
     measured = {"sampled": len(scored), "best_search_acc": best, "drawn": [e["active"] for e in fresh]}
@@ -218,5 +261,6 @@ __all__ = [
     "full_space",
     "nse_table_generation",
     "random_subspace_generation",
+    "schema_defaults",
     "subspace_oracle",
 ]
