@@ -10,12 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import test_evolve_space as evo
 import test_retrain as rt
 import test_search as srch
 import test_transfer as trf
 import test_warmup_supernet as wu
+import torch
 
 from nasstudy.checkpoint import Checkpoint, capture, job_checkpoint, restore
 from nasstudy.spaces.mobile import build_net, initial_state
@@ -134,7 +134,11 @@ def test_evolution_generation_resumes_after_each_epoch(tmp_path: Path, method: s
     def run(out: Path, ckpt: Checkpoint | None) -> dict[str, Path]:
         out.mkdir(exist_ok=True)
         outputs = {k: out / f"{k}.out" for k in evo.OUTPUTS}
-        inputs = {"cls_train": data / "cls_train.npz", "cls_val": data / "cls_val.npz", "space_state": data / "gen0.json"}
+        inputs = {
+            "cls_train": data / "cls_train.npz",
+            "cls_val": data / "cls_val.npz",
+            "space_state": data / "gen0.json",
+        }
         kw = {} if ckpt is None else {"checkpoint": ckpt}
         evolve_space.run(inputs, outputs, params, {"method": method, "gen": "1"}, MemoryTracker(), **kw)
         outputs["supernet"] = outputs["supernet"].rename(out / "supernet.pt")
@@ -162,7 +166,9 @@ def test_search_resumes_from_its_checkpoint_not_its_outputs(tmp_path: Path, meth
         outputs = {"history": out / "history.csv", "best": out / "best.json", "state": out / "state.json"}
         outputs["metrics"] = out / "metrics.json"
         kw = {} if ckpt is None else {"checkpoint": ckpt}
-        search.run(inputs, outputs, srch.params(24, method), {"space": "initial", "method": method}, MemoryTracker(), **kw)
+        search.run(
+            inputs, outputs, srch.params(24, method), {"space": "initial", "method": method}, MemoryTracker(), **kw
+        )
         return outputs
 
     check_resume(run, tmp_path, crash_at=[1, 2] if method == "rea" else [3, 7])
@@ -240,3 +246,19 @@ def test_capture_restore_and_batch_cycle_continue_the_same_sequence() -> None:
     assert ([next(cycle2)[1].tolist() for _ in range(4)], rng2.random(), torch.rand(1)) == expected
     with pytest.raises(TypeError, match="cannot capture 'x'"):
         capture(x=object())
+
+
+def test_done_keeps_the_last_checkpoint_until_the_run_has_recorded_the_job(tmp_path: Path) -> None:
+    from nasstudy.checkpoint import clear_finished
+
+    done, running = Checkpoint(tmp_path / "s" / "a" / "x.pt", "k"), Checkpoint(tmp_path / "s" / "b" / "y.pt", "k")
+    for ckpt in (done, running):
+        ckpt.event("start")
+        ckpt.save({"x": 1}, "epoch 1")
+    done.done()
+    assert done.path.is_file()  # a kill before Snakemake records the job: the rerun resumes from here
+    assert Checkpoint(done.path, "k").load() == {"x": 1}
+    assert clear_finished("s", tmp_path) == 0  # the resume above came after "done"
+    Checkpoint(done.path, "k").done()
+    assert clear_finished("s", tmp_path) == 1
+    assert not done.path.exists() and running.path.is_file()

@@ -136,3 +136,11 @@ def test_schema_defaults_match_the_default_study() -> None:
     cfg.pop("study")
     walk(filled, cfg)
     assert mismatches == []
+
+
+def test_defaults_fill_mappings_of_named_objects() -> None:
+    """additionalProperties with a schema (method name -> knobs) gets its defaults filled too."""
+    from nasstudy.config import fill_defaults
+
+    sch = {"properties": {"methods": {"type": "object", "additionalProperties": {"properties": {"k": {"default": 2}}}}}}
+    assert fill_defaults({"methods": {"a": {}, "b": {"k": 5}}}, sch) == {"methods": {"a": {"k": 2}, "b": {"k": 5}}}

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
+import socket
+import time
 from pathlib import Path
 
 import pytest
 
 from nasstudy import mlflow_tracking as mt
+from nasstudy import pipeline
 from nasstudy.config import load_params
 
 
@@ -67,3 +71,44 @@ def test_tracking_uri_precedence(cfg: dict, monkeypatch: pytest.MonkeyPatch) -> 
 
 def test_flatten() -> None:
     assert mt.flatten({"a": {"b": 1, "c": {"d": [1, 2]}}, "e": {}}) == {"a.b": 1, "a.c.d": [1, 2], "e": {}}
+
+
+def closed_port_uri() -> str:
+    """http://127.0.0.1:<a port nobody listens on> (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+def test_unreachable_server_stops_the_study_at_once(cfg: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    cfg["tracking"]["uri"] = uri = closed_port_uri()
+    start = time.perf_counter()
+    with pytest.raises(mt.TrackingUnavailable, match=re.escape(uri)):
+        mt.ensure_study_run(cfg)
+    with pytest.raises(SystemExit) as e:
+        pipeline.on_start(cfg)
+    assert time.perf_counter() - start < 10  # no MLflow client retries (minutes) behind the probe
+    assert e.value.code == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("tracking error: ") and uri in err
+    assert "tracking.required: false" in err  # says how to fix it
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_optional_server_falls_back_to_the_local_store(
+    cfg: dict, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    cfg["tracking"].update(uri=closed_port_uri(), required=False)
+    parent = mt.ensure_study_run(cfg)
+    warning = capsys.readouterr().err.splitlines()[0]  # then MLflow's own lines about the new database
+    assert warning.startswith("warning: ") and cfg["tracking"]["uri"] in warning and "mlflow.db" in warning
+    assert mt.effective_tracking_uri(cfg) == mt.local_uri() and (tmp_path / "mlflow.db").is_file()
+    tracker = mt.start_job_run(cfg, "report", {}, {"x": 1}, {})
+    mt.end_job_run(tracker, {}, success=True)
+    assert mt.client_for(cfg).get_run(tracker.run_id).data.tags["mlflow.parentRunId"] == parent
+
+
+def test_local_store_needs_no_probe(cfg: dict) -> None:
+    assert mt.check_tracking_server(cfg) == mt.tracking_uri(cfg)
+    assert cfg["tracking"]["required"] is True  # the schema's default

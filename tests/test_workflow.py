@@ -1,76 +1,21 @@
 """End to end: the real Snakemake DAG on tiny params in a temp copy of the project (git + DVC + MLflow).
 
-One study run is shared by the tests in this module (it takes a minute or two on 2 cores).
+One tiny study run (conftest.py's `study`, a minute or two on 2 cores) is shared by the e2e tests.
 """
 
 from __future__ import annotations
 
 import json
-import re
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from e2e import BIN, ROOT, TINY, make_project, metrics_files, planned_jobs, snakemake
 
-ROOT = Path(__file__).resolve().parents[1]
-TINY = Path(__file__).parent / "params" / "tiny.yaml"
-BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.slow
-
-
-def make_project(dest: Path) -> Path:
-    """A copy of the project's workflow files with the tiny params as its default, in its own git + DVC repo."""
-    for name in ("Snakefile", "dvc.yaml", ".dvcignore"):
-        shutil.copy(ROOT / name, dest / name)
-    for name in ("rules", "workflow", "params", "src"):
-        shutil.copytree(ROOT / name, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    (dest / ".dvc").mkdir()
-    shutil.copy(ROOT / ".dvc" / "config", dest / ".dvc" / "config")
-    shutil.copy(ROOT / ".gitignore", dest / ".gitignore")
-    shutil.copy(TINY, dest / "params" / "default.yaml")
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
-    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
-    subprocess.run([*git, "add", "-A"], cwd=dest, check=True)
-    subprocess.run([*git, "commit", "-qm", "tiny"], cwd=dest, check=True)
-    return dest
-
-
-def snakemake(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "snakemake", "--cores", "2", *args], cwd=cwd, capture_output=True, text=True
-    )
-
-
-def planned_jobs(cwd: Path) -> set[tuple[str, str]]:
-    """(rule, wildcards) of every job a dry run would execute, read from Snakemake's own output."""
-    out = snakemake(cwd, "--dry-run")
-    assert out.returncode == 0, out.stderr
-    jobs, rule = set(), None
-    for line in (out.stdout + out.stderr).splitlines():
-        if m := re.match(r"^(?:local)?rule (\w+):", line):
-            rule = m.group(1)
-            jobs.add((rule, ""))
-        elif rule and (m := re.match(r"^\s+wildcards: (.*)$", line)):
-            jobs.discard((rule, ""))
-            jobs.add((rule, m.group(1).strip()))
-    return {j for j in jobs if j[0] != "all"}
-
-
-def metrics_files(project: Path) -> dict[str, bytes]:
-    res = project / "results" / "default"
-    return {str(p.relative_to(res)): p.read_bytes() for p in sorted(res.rglob("metrics.json"))}
-
-
-@pytest.fixture(scope="module")
-def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    project = make_project(tmp_path_factory.mktemp("study"))
-    out = snakemake(project)
-    assert out.returncode == 0, out.stderr[-4000:]
-    return project
+__all__ = ["make_project", "planned_jobs", "snakemake"]  # other e2e tests import them from here too
 
 
 def test_study_writes_every_stage_and_the_report(study: Path) -> None:
@@ -150,6 +95,27 @@ def test_two_runs_from_scratch_give_identical_metrics(study: Path, tmp_path: Pat
     assert len(first) >= 20
     assert first.keys() == second.keys()
     assert [k for k in first if first[k] != second[k]] == []
+    # ... and dvc.lock records the same hash for every metrics file (through its phase folder's manifest).
+    lock1, lock2 = dvc_file_hashes(study), dvc_file_hashes(again)
+    metrics = sorted(k for k in lock1 if k.endswith("metrics.json"))
+    assert len(metrics) == len(first)
+    assert [k for k in metrics if lock1[k] != lock2.get(k)] == []
+
+
+def dvc_file_hashes(project: Path) -> dict[str, str]:
+    """path -> md5 of every file dvc.lock records, read through the `.dir` manifests in the DVC cache."""
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    hashes = {}
+    for stage in lock["stages"].values():
+        for out in stage.get("outs", []):
+            md5 = out["md5"]
+            if not md5.endswith(".dir"):
+                hashes[out["path"]] = md5
+                continue
+            manifest = project / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]
+            for entry in json.loads(manifest.read_text()):
+                hashes[f"{out['path']}/{entry['relpath']}"] = entry["md5"]
+    return hashes
 
 
 SHARED = ROOT.parent / "shared" / "data"

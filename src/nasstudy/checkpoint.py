@@ -33,6 +33,7 @@ class Checkpoint:
     def __init__(self, path: str | Path | None = None, key: str = "") -> None:
         self.path = Path(path) if path is not None else None
         self.key = key
+        self.resumed_from: str | None = None  # the label of the checkpoint this run continued from
 
     @property
     def events_path(self) -> Path | None:
@@ -68,7 +69,7 @@ class Checkpoint:
         if not isinstance(blob, dict) or blob.get("key") != self.key:
             print(f"[checkpoint] ignoring {self.path}: made with other inputs, params or code", file=sys.stderr)
             return None
-        self.event("resume", str(blob.get("label", "")))
+        self.mark_resumed(str(blob.get("label", "")))
         print(f"[checkpoint] resuming from {self.path} ({blob.get('label', '')})", file=sys.stderr)
         return blob["state"]
 
@@ -83,11 +84,37 @@ class Checkpoint:
         atomic_write_bytes(self.path, buf.getvalue())
         self.event("save", label)
 
+    def mark_resumed(self, label: str) -> None:
+        """Note that this run continues from the state saved at `label` (events file, MLflow tag)."""
+        self.resumed_from = label
+        self.event("resume", label)
+
+    def done(self) -> None:
+        """The job succeeded. Its last checkpoint stays until the workflow has recorded the job
+        (`clear_finished`, at the end of a successful run): a kill between the job's exit and
+        Snakemake's bookkeeping makes Snakemake redo the job, which then resumes from here."""
+        self.event("done")
+
     def clear(self) -> None:
         """Delete the checkpoint and its events: the job's outputs are complete."""
         if self.path is not None:
             for p in (self.path, self.json_path, self.events_path):
                 p.unlink(missing_ok=True)
+
+
+def clear_finished(study: str, root: Path = CHECKPOINT_ROOT) -> int:
+    """Delete the checkpoints of `study`'s jobs whose last event is "done"; the count deleted."""
+    count = 0
+    for events in sorted((root / study).glob("*/*.events")):
+        try:
+            lines = events.read_text().splitlines()
+            last = json.loads(lines[-1])["event"] if lines else None
+        except (OSError, ValueError, KeyError):
+            continue
+        if last == "done":
+            Checkpoint(events.with_suffix(".pt")).clear()
+            count += 1
+    return count
 
 
 def job_checkpoint(

@@ -11,8 +11,10 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+from nasstudy import lineage, run_guard, sharing
 from nasstudy.config import DEFAULT_PARAMS, PROJECT_ROOT, ParamsError, load_params
 from nasstudy.pipeline import dvc_executable
 
@@ -23,20 +25,32 @@ EPILOG = """examples:
   nasstudy run --dry-run                    list the jobs that would run, run nothing
   nasstudy run -- --forcerun retrain        pass anything after -- to snakemake
   nasstudy status                           what is done, what is pending, where the report is
+  nasstudy lineage FILE                     the jobs that made FILE, back to the data; md5s checked
+  nasstudy push / nasstudy pull             share the artifacts through the DVC remote
 """
 
 
+def project_dir() -> Path:
+    """The project whose Snakefile and params/default.yaml are used: the current folder when it has a
+    Snakefile (a clone, a copy), else the one this package was installed from."""
+    return Path.cwd() if (Path.cwd() / "Snakefile").is_file() else PROJECT_ROOT
+
+
 def snakemake_command(params: Path | None, cores: str, extra: list[str]) -> list[str]:
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(PROJECT_ROOT / "Snakefile"), "--cores", cores]
-    if params is not None and params.resolve() != DEFAULT_PARAMS.resolve():
+    project = project_dir()
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(project / "Snakefile"), "--cores", cores]
+    if params is not None and params.resolve() != (project / DEFAULT_PARAMS.relative_to(PROJECT_ROOT)).resolve():
         cmd += ["--configfile", str(params)]
     return cmd + extra
 
 
 def check_params(path: Path | None) -> dict:
     """Validate before Snakemake starts: one line on stderr and exit code 2 on a bad file."""
+    if path is not None and not path.is_file():
+        print(f"params error: params file {path} does not exist", file=sys.stderr)
+        raise SystemExit(2)
     try:
-        return load_params(path)
+        return load_params(path, project_dir() / DEFAULT_PARAMS.relative_to(PROJECT_ROOT))
     except ParamsError as e:
         print(f"params error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -51,18 +65,42 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.dry_run:
         extra += ["--dry-run"]
     if args.profile:
-        profile = PROJECT_ROOT / "workflow" / "profiles" / args.profile
-        extra += ["--workflow-profile", str(profile if profile.is_dir() else args.profile)]
+        profile = project_dir() / "workflow" / "profiles" / args.profile
+        profile = profile if profile.is_dir() else Path(args.profile)
+        if not profile.is_dir():
+            known = sorted(p.name for p in (project_dir() / "workflow" / "profiles").iterdir() if p.is_dir())
+            print(f"nasstudy: no workflow profile {args.profile!r}; known: {', '.join(known)} (or a folder path)",
+                  file=sys.stderr)  # fmt: skip
+            return 2
+        extra += ["--workflow-profile", str(profile)]
+        from nasstudy.mlflow_tracking import tracking_uri
+
+        if profile.name == "slurm" and (uri := tracking_uri(cfg)).startswith("sqlite:"):  # docs/cluster.md
+            print(f"nasstudy: warning: MLflow tracking URI is SQLite ({uri}); SLURM jobs on many nodes must not "
+                  "share one SQLite file on a network filesystem: start `mlflow server` and set "
+                  "MLFLOW_TRACKING_URI=http://HOST:PORT (or params tracking.uri)", file=sys.stderr)  # fmt: skip
+    if not args.dry_run:
+        extra += ["--rerun-incomplete"]  # outputs of jobs a dead run left half-done: redo (from checkpoints)
     cmd = snakemake_command(params, str(args.cores), extra)
     env = dict(os.environ)
     if args.no_dvc:
         env["NASSTUDY_NO_DVC"] = "1"
+    if not args.dry_run:
+        reason = run_guard.guard(Path.cwd(), snakemake_command(params, "1", ["--unlock"]))
+        if reason:
+            print(f"nasstudy: {reason}", file=sys.stderr)
+            return 3
     if args.verbose:
         print("+", " ".join(cmd), file=sys.stderr)
     print(
         f"nasstudy: study '{cfg['study']}' -> results/{cfg['study']}/ (logs in logs/{cfg['study']}/)", file=sys.stderr
     )
-    return subprocess.call(cmd, env=env)
+    started = time.time()
+    rc = subprocess.call(cmd, env=env)
+    if rc != 0:
+        for line in run_guard.job_errors(Path("logs") / cfg["study"], started):
+            print(f"nasstudy: failed: {line}", file=sys.stderr)
+    return rc
 
 
 def pending_jobs(dry_run_output: str) -> dict[str, int]:
@@ -134,6 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status.add_argument("--params", metavar="FILE", help="params file (default: params/default.yaml)")
     status.set_defaults(func=cmd_status)
+    lineage.add_parser(sub)
+    sharing.add_parsers(sub)
     return parser
 
 

@@ -63,10 +63,10 @@ def deep_merge(base: dict, override: dict) -> dict:
     return out
 
 
-def load_params(path: str | Path | None = None) -> dict:
-    """params/default.yaml overlaid with `path` (as `snakemake --configfile` does), validated."""
-    cfg = read_yaml(DEFAULT_PARAMS)
-    if path is not None and Path(path).resolve() != DEFAULT_PARAMS.resolve():
+def load_params(path: str | Path | None = None, defaults: str | Path = DEFAULT_PARAMS) -> dict:
+    """`defaults` (params/default.yaml) overlaid with `path` (as `snakemake --configfile` does), validated."""
+    cfg = read_yaml(defaults)
+    if path is not None and Path(path).resolve() != Path(defaults).resolve():
         cfg = deep_merge(cfg, read_yaml(path))
     return validate(cfg)
 
@@ -136,6 +136,10 @@ def fill_defaults(cfg: Any, sch: dict, root: dict | None = None) -> Any:
             cfg[k] = copy.deepcopy(s["default"])
         if k in cfg:
             cfg[k] = fill_defaults(cfg[k], s, root)
+    extra = sch.get("additionalProperties")
+    if isinstance(extra, dict):  # a mapping of names to objects of one schema (e.g. method -> knobs)
+        for k in cfg.keys() - props.keys():
+            cfg[k] = fill_defaults(cfg[k], extra, root)
     return cfg
 
 

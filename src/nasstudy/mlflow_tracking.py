@@ -4,6 +4,10 @@ Per DESIGN.md §4: default store `sqlite:///mlflow.db` in the project folder, `M
 or params `tracking.uri` point elsewhere. The parent run is created serially in Snakemake's
 `onstart` (parallel first use of SQLite races); jobs find it by its tags. A job buffers its
 metrics and logs them in batches at the end, so parallel jobs hold the SQLite lock briefly.
+
+A tracking server (`http(s)://` URI) is probed before any job runs: when it does not answer, the
+study stops with one line naming the URI, or, with params `tracking.required: false`, warns and
+logs to the local SQLite store instead (so a laptop run does not need the lab's server).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import hashlib
 import json
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,18 +33,86 @@ ROLE_TAG = "nasstudy.role"
 T = TypeVar("T")
 
 
-def tracking_uri(config: dict, workdir: Path | None = None) -> str:
-    """params `tracking.uri`, else $MLFLOW_TRACKING_URI, else sqlite:///<workdir>/mlflow.db."""
-    uri = (config.get("tracking") or {}).get("uri") or os.environ.get("MLFLOW_TRACKING_URI")
-    if uri:
-        return uri
+PROBE_TIMEOUT_S = 3.0
+_probed: dict[str, str | None] = {}  # server URI -> None (answers) or why not; one probe per process
+
+
+class TrackingUnavailable(RuntimeError):
+    """The tracking server does not answer and `tracking.required` is true; the message says how to fix it."""
+
+
+def local_uri(workdir: Path | None = None) -> str:
+    """The project's own store: sqlite:///<workdir>/mlflow.db."""
     return f"sqlite:///{Path(workdir or os.getcwd()).resolve() / 'mlflow.db'}"
 
 
+def tracking_uri(config: dict, workdir: Path | None = None) -> str:
+    """params `tracking.uri`, else $MLFLOW_TRACKING_URI, else sqlite:///<workdir>/mlflow.db."""
+    uri = (config.get("tracking") or {}).get("uri") or os.environ.get("MLFLOW_TRACKING_URI")
+    return uri or local_uri(workdir)
+
+
+def is_server(uri: str) -> bool:
+    return uri.startswith(("http://", "https://"))
+
+
+def tracking_required(config: dict) -> bool:
+    """params `tracking.required` (default true): must the configured server be reachable?"""
+    return bool((config.get("tracking") or {}).get("required", True))
+
+
+def probe_server(uri: str, timeout: float = PROBE_TIMEOUT_S) -> str | None:
+    """None when the server at `uri` answers GET /health within `timeout` s, else why not (one line).
+
+    A plain request with a short timeout: MLflow's own client retries for minutes before it fails."""
+    if uri not in _probed:
+        import requests
+
+        try:
+            r = requests.get(uri.rstrip("/") + "/health", timeout=timeout)
+            _probed[uri] = None if r.ok else f"GET /health answered HTTP {r.status_code}"
+        except requests.Timeout:
+            _probed[uri] = f"no answer within {timeout:g} s"
+        except requests.ConnectionError:
+            _probed[uri] = "cannot connect"
+        except requests.RequestException as e:
+            _probed[uri] = type(e).__name__
+    return _probed[uri]
+
+
+def effective_tracking_uri(config: dict, workdir: Path | None = None) -> str:
+    """Where runs go: the configured URI, or the local store when its server is down and not required."""
+    uri = tracking_uri(config, workdir)
+    if is_server(uri) and not tracking_required(config) and probe_server(uri) is not None:
+        return local_uri(workdir)
+    return uri
+
+
+def check_tracking_server(config: dict, workdir: Path | None = None) -> str:
+    """Probe a tracking server before any job runs; return the URI runs will go to.
+
+    Unreachable and `tracking.required` true: TrackingUnavailable (one line: the URI and how to fix
+    it). Unreachable and false: a one-line warning on stderr and the local SQLite store."""
+    uri = tracking_uri(config, workdir)
+    if not is_server(uri) or (why := probe_server(uri)) is None:
+        return uri
+    local = local_uri(workdir)
+    if tracking_required(config):
+        raise TrackingUnavailable(
+            f"MLflow tracking server {uri} is unreachable ({why}); start it (mlflow server --host ... "
+            f"--port ...), point params tracking.uri or MLFLOW_TRACKING_URI at a running server, or set "
+            f"tracking.required: false to log to {local} instead"
+        )
+    warning = f"MLflow tracking server {uri} is unreachable ({why}); logging to {local} instead"
+    print(f"warning: {warning} (tracking.required: false)", file=sys.stderr)
+    return local
+
+
 def client_for(config: dict):
+    """An MlflowClient on the study's store (the local one where an optional server is down)."""
     from mlflow.tracking import MlflowClient
 
-    return MlflowClient(tracking_uri=tracking_uri(config))
+    return MlflowClient(tracking_uri=effective_tracking_uri(config))
 
 
 def retry(fn: Callable[[], T], attempts: int = 8) -> T:
@@ -73,7 +146,9 @@ def find_study_run(client, exp_id: str, study: str):
 
 
 def ensure_study_run(config: dict) -> str:
-    """The parent run of `config['study']`, created on first use; marked RUNNING while jobs run."""
+    """The parent run of `config['study']`, created on first use; marked RUNNING while jobs run.
+    Probes a tracking server first (check_tracking_server), so a dead one stops the study at once."""
+    check_tracking_server(config)
     client = client_for(config)
     exp_id = experiment_id(client, config["tracking"]["experiment"])
     run = find_study_run(client, exp_id, config["study"])

@@ -15,7 +15,7 @@ import yaml
 from nasstudy.config import PROJECT_ROOT
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
-COMMON_CODE = ("utils.py", "tracking.py")
+COMMON_CODE = ("utils.py", "tracking.py", "checkpoint.py")
 
 
 def stage_params(config: dict, *sections: str, **extra: object) -> dict:
@@ -55,19 +55,30 @@ def code_hash(*paths: str) -> str:
 
 
 def on_start(config: dict) -> None:
-    """Open (or find) the study's MLflow parent run once, serially, before any job starts."""
+    """Open (or find) the study's MLflow parent run once, serially, before any job starts.
+    An unreachable tracking server (with `tracking.required`) stops here with one line, not
+    minutes later inside every job's MLflow retries."""
     from nasstudy import mlflow_tracking
 
-    mlflow_tracking.ensure_study_run(config)
+    try:
+        mlflow_tracking.ensure_study_run(config)
+    except mlflow_tracking.TrackingUnavailable as e:
+        print(f"tracking error: {e}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 def on_finish(config: dict, success: bool) -> None:
-    """Close the parent run; after a successful run record every finished phase in dvc.lock."""
+    """Close the parent run and record every phase whose outputs exist in dvc.lock, after a failed run
+    too: what finished is recorded (a failed job's outputs are already gone, Snakemake removes them)."""
     from nasstudy import mlflow_tracking
+    from nasstudy.checkpoint import clear_finished
 
-    mlflow_tracking.finish_study_run(config, success)
-    if success:
+    try:
+        mlflow_tracking.finish_study_run(config, success)
+    finally:
         dvc_commit(config)
+        if success:  # every job of this run is recorded: their last checkpoints are no longer needed
+            clear_finished(config["study"])
 
 
 def dvc_stages_for(study: str, workdir: Path) -> list[str]:
@@ -102,7 +113,8 @@ def dvc_commit(config: dict, workdir: Path | None = None) -> None:
     cmd = [dvc_executable(), "commit", "--force", "--quiet", *names]
     result = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
     if result.returncode != 0:
-        print(f"warning: dvc commit failed: {result.stderr.strip() or result.stdout.strip()}", file=sys.stderr)
+        detail = (result.stderr.strip() or result.stdout.strip() or f"exit code {result.returncode}").splitlines()[-1]
+        print(f"warning: dvc commit failed ({detail}); `dvc commit` records the phases by hand", file=sys.stderr)
 
 
 __all__ = ["PROJECT_ROOT", "stage_params", "code_hash", "on_start", "on_finish", "dvc_commit"]

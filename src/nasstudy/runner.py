@@ -6,6 +6,7 @@ stage module `nasstudy.stages.<rule>` does the work through its `run(...)` funct
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
 import os
@@ -41,6 +42,7 @@ def run_job(smk) -> None:
     """Call `nasstudy.stages.<rule>.run` with the job's files, params and wildcards, tracked in MLflow."""
     from nasstudy import mlflow_tracking
     from nasstudy.checkpoint import job_checkpoint
+    from nasstudy.run_guard import error_line
 
     if smk.log:
         redirect_output(smk.log[0])
@@ -50,22 +52,25 @@ def run_job(smk) -> None:
     params = smk.params.cfg
     stage = importlib.import_module(f"nasstudy.stages.{rule}")
     print(f"[nasstudy] {rule} {wildcards} starting", flush=True)
-    extra = {}
-    if "checkpoint" in inspect.signature(stage.run).parameters:
-        code = getattr(smk.params, "code", "")
-        checkpoint = job_checkpoint(smk.config["study"], rule, wildcards, params, code, as_lists(inputs))
-        checkpoint.event("start")
-        extra["checkpoint"] = checkpoint
-    tracker = mlflow_tracking.start_job_run(smk.config, rule, wildcards, params, as_lists(inputs))
-    start = time.perf_counter()
+    # Every job notes its start (the crash drill reads it); long ones also get their checkpoint.
+    code = getattr(smk.params, "code", "")
+    checkpoint = job_checkpoint(smk.config["study"], rule, wildcards, params, code, as_lists(inputs))
+    checkpoint.event("start")
+    extra = {"checkpoint": checkpoint} if "checkpoint" in inspect.signature(stage.run).parameters else {}
+    start, tracker = time.perf_counter(), None
     try:
+        tracker = mlflow_tracking.start_job_run(smk.config, rule, wildcards, params, as_lists(inputs))
         stage.run(inputs, outputs, params, wildcards, tracker, **extra)
-    except BaseException:
+    except BaseException as exc:
         traceback.print_exc()
-        mlflow_tracking.end_job_run(tracker, as_lists(outputs), success=False)
+        print(error_line(rule, wildcards, exc), flush=True)  # `nasstudy run` repeats it at the end
+        if tracker is not None:
+            with contextlib.suppress(Exception):
+                mlflow_tracking.end_job_run(tracker, as_lists(outputs), success=False)
         raise
     tracker.log_metric("wall_seconds", time.perf_counter() - start)
+    if checkpoint.resumed_from is not None:  # lineage: this run continued an earlier, killed one
+        mlflow_tracking.set_tags(tracker.client, tracker.run_id, {"nasstudy.resumed_from": checkpoint.resumed_from})
     mlflow_tracking.end_job_run(tracker, as_lists(outputs), success=True)
-    if "checkpoint" in extra:
-        extra["checkpoint"].clear()
+    checkpoint.done()
     print(f"[nasstudy] {rule} {wildcards} done in {time.perf_counter() - start:.1f}s", flush=True)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import io
 import math
+import pickle
 import sys
+import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +23,7 @@ from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 from tqdm import tqdm
 
-from nasstudy.utils import atomic_write_bytes, derive_seed
+from nasstudy.utils import atomic_write_bytes, corrupt, derive_seed
 
 # Fixed, data-independent normalisation: every split and every task sees the same inputs.
 MEAN = 0.5
@@ -59,9 +61,14 @@ class ClsData:
 
 def load_cls(path: str | Path, device: torch.device | str = "cpu", channels_last: bool = False) -> ClsData:
     """Load an npz with `images` (N,H,W,3 uint8) and `labels` into normalised tensors on `device`."""
-    with np.load(path) as d:
-        images = torch.from_numpy(np.ascontiguousarray(d["images"]))
-        labels = torch.from_numpy(d["labels"].astype(np.int64))
+    try:
+        with np.load(path) as d:
+            images = torch.from_numpy(np.ascontiguousarray(d["images"]))
+            labels = torch.from_numpy(d["labels"].astype(np.int64))
+    except (zipfile.BadZipFile, EOFError, ValueError, KeyError, OSError) as e:
+        if isinstance(e, FileNotFoundError):
+            raise
+        raise corrupt(path, "a readable classification npz (images, labels)", e) from None
     x = images.permute(0, 3, 1, 2).float().div_(255.0).sub_(MEAN).div_(STD)
     x = x.contiguous(memory_format=torch.channels_last) if channels_last else x.contiguous()
     return ClsData(x.to(device), labels.to(device))
@@ -280,5 +287,11 @@ def save_checkpoint(obj: dict, path: str | Path) -> None:
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """Load a checkpoint of plain types and tensors only (`weights_only=True`)."""
-    return torch.load(path, map_location=map_location, weights_only=True)
+    """Load a checkpoint of plain types and tensors only (`weights_only=True`); a truncated or foreign
+    file is a CorruptFile naming it."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as e:
+        raise corrupt(path, "a readable checkpoint", e) from None

@@ -37,9 +37,23 @@ def write_json(path: str | Path, obj: Any) -> None:
     atomic_write_bytes(path, text.encode())
 
 
+class CorruptFile(ValueError):
+    """A file that exists but cannot be read: truncated, edited by hand, or not what its name says."""
+
+
+def corrupt(path: str | Path, what: str, err: BaseException) -> CorruptFile:
+    """The one-line error for an unreadable `path`, with what to do about it."""
+    detail = " ".join(str(err).split())[:200] or type(err).__name__
+    return CorruptFile(f"{path} is not {what} ({detail}); delete it and run again to rebuild it")
+
+
 def read_json(path: str | Path) -> Any:
+    """JSON from `path`; a truncated or malformed file is a CorruptFile naming it."""
     with open(path) as f:
-        return json.load(f)
+        try:
+            return json.load(f)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise corrupt(path, "valid JSON", e) from None
 
 
 def _json_default(o: Any) -> Any:
@@ -66,7 +80,10 @@ def make_rng(seed: int, *names: object) -> np.random.Generator:
 
 
 def seed_torch(seed: int, *names: object, threads: int = 1) -> int:
-    """Seed torch from the study seed and names, fix its thread count, and make CPU kernels deterministic."""
+    """Seed torch from the study seed and names, fix its thread count, and ask for deterministic kernels
+    (bit-exact on CPU; on CUDA, cuBLAS needs the workspace setting below, and the few ops without a
+    deterministic kernel warn instead of failing: see docs/resume-and-reproducibility.md)."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when CUDA initialises
     import torch
 
     s = derive_seed(seed, *names)

@@ -83,7 +83,7 @@ def run(
         return
     resumed = resume(state_path, run_key, method, evaluator, budget)
     if resumed:
-        checkpoint.event("resume", f"{resumed}/{budget} queries")
+        checkpoint.mark_resumed(f"{resumed}/{budget} queries")
     if resumed:
         print(f"[search] resuming {space_name}/{method_name} after {resumed} queries", file=sys.stderr)
     for q, best_acc in enumerate(best_so_far(method), start=1):  # this run's curve is complete too
@@ -127,7 +127,7 @@ def search_jointly(
     done = resume_joint(state_path, run_key, method, supernet, generator, budget)
     if done:
         print(f"[search] resuming relativenas joint learning after {done} queries", file=sys.stderr)
-        checkpoint.event("resume", f"{done}/{budget} queries")
+        checkpoint.mark_resumed(f"{done}/{budget} queries")
     for q, best_acc in enumerate(best_so_far(method), start=1):
         tracker.log_metric("best_acc", best_acc, step=q)
 

@@ -13,6 +13,7 @@ for detection, IoU per class for segmentation); examples.png draws the first val
 from __future__ import annotations
 
 import re
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ from nasstudy.checkpoint import NO_CHECKPOINT, Checkpoint
 from nasstudy.tracking import Tracker
 from nasstudy.training import MEAN, STD, resolve_device
 from nasstudy.transfer.backbone import load_retrained
-from nasstudy.utils import make_rng, seed_torch, write_json
+from nasstudy.utils import corrupt, make_rng, seed_torch, write_json
 
 STAGE = "transfer"
 TASKS = ("detection", "segmentation")
@@ -31,8 +32,11 @@ PER_CLASS_PREFIX = {"detection": "ap", "segmentation": "iou"}  # MLflow names: a
 def load_scenes(path: str | Path) -> dict[str, np.ndarray]:
     """All arrays of a scenes npz (images, masks, boxes, box_labels, box_image, and class_names
     where written) in memory. No pickle: class_names is a numpy unicode array."""
-    with np.load(path, allow_pickle=False) as d:
-        return {k: d[k] for k in d.files}
+    try:
+        with np.load(path, allow_pickle=False) as d:
+            return {k: d[k] for k in d.files}
+    except (zipfile.BadZipFile, EOFError, ValueError) as e:
+        raise corrupt(path, "a readable scenes npz", e) from None
 
 
 def scene_class_names(train: dict[str, np.ndarray], val: dict[str, np.ndarray], fallback: int) -> list[str]:

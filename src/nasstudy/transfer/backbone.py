@@ -23,7 +23,9 @@ EXAMPLE_COLUMNS = 3  # scenes per row of examples.png
 
 def load_retrained(path: str | Path) -> tuple[nn.Module, dict]:
     """Rebuild the retrained net from `model.pt` (weights_only) and load its weights."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    from nasstudy.training import load_checkpoint
+
+    ckpt = load_checkpoint(path)
     net = build_net(ckpt["space_cfg"], [tuple(o) for o in ckpt["ops"]], int(ckpt["num_classes"]))
     net.load_state_dict(ckpt["state_dict"])
     return net, ckpt

@@ -1,0 +1,56 @@
+"""Helpers for the end-to-end tests: a temp copy of the project on tiny params, Snakemake in it."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = Path(__file__).parent / "params" / "tiny.yaml"
+BIN = Path(sys.executable).parent
+
+
+def make_project(dest: Path) -> Path:
+    """A copy of the project's workflow files with the tiny params as its default, in its own git + DVC repo."""
+    for name in ("Snakefile", "dvc.yaml", ".dvcignore"):
+        shutil.copy(ROOT / name, dest / name)
+    for name in ("rules", "workflow", "params", "src"):
+        shutil.copytree(ROOT / name, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    (dest / ".dvc").mkdir()
+    shutil.copy(ROOT / ".dvc" / "config", dest / ".dvc" / "config")
+    shutil.copy(ROOT / ".gitignore", dest / ".gitignore")
+    shutil.copy(TINY, dest / "params" / "default.yaml")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=dest, check=True)
+    subprocess.run([*git, "commit", "-qm", "tiny"], cwd=dest, check=True)
+    return dest
+
+
+def snakemake(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", "--cores", "2", *args], cwd=cwd, capture_output=True, text=True
+    )
+
+
+def planned_jobs(cwd: Path) -> set[tuple[str, str]]:
+    """(rule, wildcards) of every job a dry run would execute, read from Snakemake's own output."""
+    out = snakemake(cwd, "--dry-run")
+    assert out.returncode == 0, out.stderr
+    jobs, rule = set(), None
+    for line in (out.stdout + out.stderr).splitlines():
+        if m := re.match(r"^(?:local)?rule (\w+):", line):
+            rule = m.group(1)
+            jobs.add((rule, ""))
+        elif rule and (m := re.match(r"^\s+wildcards: (.*)$", line)):
+            jobs.discard((rule, ""))
+            jobs.add((rule, m.group(1).strip()))
+    return {j for j in jobs if j[0] != "all"}
+
+
+def metrics_files(project: Path) -> dict[str, bytes]:
+    res = project / "results" / "default"
+    return {str(p.relative_to(res)): p.read_bytes() for p in sorted(res.rglob("metrics.json"))}

@@ -1,0 +1,129 @@
+"""A real `mlflow server`: the tiny study logs its parent run and one child run per job to it over HTTP,
+and a study whose server does not answer stops before any job runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+from e2e import BIN, make_project, planned_jobs, snakemake
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture()
+def server(tmp_path: Path) -> Iterator[str]:
+    """`mlflow server` on a free local port (SQLite backend, artifacts proxied into tmp_path), in its own
+    process group so that the uvicorn worker and job runners it spawns all stop with it."""
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    log = open(tmp_path / "server.log", "w")  # noqa: SIM115 - closed below
+    # fmt: off
+    cmd = [BIN / "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+           "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+           "--artifacts-destination", str(tmp_path / "artifacts"), "--default-artifact-root", "mlflow-artifacts:/"]
+    # fmt: on
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
+            try:
+                if requests.get(f"{uri}/health", timeout=2).ok:
+                    break
+            except requests.RequestException:
+                pass
+            assert time.monotonic() < deadline, "mlflow server did not answer within 120 s"
+            time.sleep(0.5)
+        yield uri
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
+def overlay(project: Path, **tracking: object) -> Path:
+    path = project / "params" / "tracking.yaml"
+    path.write_text(yaml.safe_dump({"tracking": tracking}))
+    return path
+
+
+@pytest.mark.slow
+def test_tiny_study_logs_to_a_real_tracking_server(server: str, tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    (tmp_path / "project").mkdir()  # beside the server's own files
+    project = make_project(tmp_path / "project")
+    params = overlay(project, uri=server)
+    jobs = planned_jobs(project)
+    out = snakemake(project, "--configfile", str(params))
+    assert out.returncode == 0, out.stderr[-4000:]
+    assert not (project / "mlflow.db").exists()  # everything went to the server
+
+    client = MlflowClient(tracking_uri=server)
+    exp = client.get_experiment_by_name("nasstudy")
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("nasstudy.role") == "study"]
+    children = [r for r in runs if r.data.tags.get("nasstudy.role") == "job"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    recorded = {(r.data.tags["nasstudy.rule"], frozenset(json.loads(r.data.tags["nasstudy.wildcards"]).items()))
+                for r in children}  # fmt: skip
+    planned = {(rule, frozenset(tuple(kv.split("=")) for kv in wc.split(", ") if kv)) for rule, wc in jobs}
+    assert len(children) == len(jobs) and recorded == planned  # one child per job, no more
+    for r in children:
+        assert r.info.status == "FINISHED" and r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+    prep = next(r for r in children if r.data.tags["nasstudy.rule"] == "prepare_data")
+    assert {a.path for a in client.list_artifacts(prep.info.run_id)} >= {"summary.json", "preview.png"}
+
+    shown = subprocess.run(
+        [BIN / "nasstudy", "lineage", "--params", str(params), "results/default/retrain/nse/random/model.pt"],
+        cwd=project, capture_output=True, text=True,
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    assert f"MLflow {server}" in shown.stdout and "verified: all" in shown.stdout
+
+
+def test_study_stops_before_any_job_when_the_server_is_down(tmp_path: Path) -> None:
+    """Real Snakemake, a port nobody listens on: one line naming the URI, no job started, no local store."""
+    project = make_project(tmp_path)
+    uri = f"http://127.0.0.1:{free_port()}"
+    start = time.monotonic()
+    out = snakemake(project, "--configfile", str(overlay(project, uri=uri)))
+    assert out.returncode != 0 and time.monotonic() - start < 60
+    lines = [ln for ln in out.stderr.splitlines() if ln.startswith("tracking error:")]
+    assert len(lines) == 1 and uri in lines[0] and "tracking.required: false" in lines[0], out.stderr[-3000:]
+    assert not (project / "results").exists() and not (project / "mlflow.db").exists()
+
+
+@pytest.mark.slow
+def test_optional_server_down_warns_and_the_jobs_log_locally(tmp_path: Path) -> None:
+    """tracking.required: false through real Snakemake: one warning, then the jobs run and log to mlflow.db."""
+    from mlflow.tracking import MlflowClient
+
+    project = make_project(tmp_path)
+    uri = f"http://127.0.0.1:{free_port()}"
+    out = snakemake(project, "--configfile", str(overlay(project, uri=uri, required=False)), "--until", "init_space")
+    assert out.returncode == 0, out.stderr[-3000:]
+    warnings = [ln for ln in out.stderr.splitlines() if ln.startswith("warning: MLflow tracking server")]
+    assert len(warnings) == 1 and uri in warnings[0] and "mlflow.db" in warnings[0]
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("nasstudy").experiment_id])
+    assert sorted(r.info.run_name for r in runs) == ["init_space", "study:default"]
+    assert all(r.info.status == "FINISHED" for r in runs)
