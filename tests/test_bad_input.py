@@ -73,7 +73,7 @@ def test_missing_params_file_and_unknown_profile(
 
 
 def md5s(root: Path) -> dict[str, str]:
-    res = root / "results"
+    res = root / "results" / "default"
     return {str(p.relative_to(res)): hashlib.md5(p.read_bytes()).hexdigest() for p in res.rglob("*") if p.is_file()}
 
 

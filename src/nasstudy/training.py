@@ -293,5 +293,5 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as e:
+    except (RuntimeError, EOFError, ValueError, OSError, pickle.UnpicklingError) as e:  # OSError: a cut zip
         raise corrupt(path, "a readable checkpoint", e) from None

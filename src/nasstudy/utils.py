@@ -43,7 +43,7 @@ class CorruptFile(ValueError):
 
 def corrupt(path: str | Path, what: str, err: BaseException) -> CorruptFile:
     """The one-line error for an unreadable `path`, with what to do about it."""
-    detail = " ".join(str(err).split())[:200] or type(err).__name__
+    detail = " ".join(str(err).split()).split(". ")[0][:160] or type(err).__name__  # its first sentence
     return CorruptFile(f"{path} is not {what} ({detail}); delete it and run again to rebuild it")
 
 
