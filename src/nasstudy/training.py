@@ -7,6 +7,7 @@ the study seed, so a run on CPU with a fixed thread count is repeatable bit for 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import pickle
@@ -39,6 +40,36 @@ def resolve_device(name: str) -> torch.device:
     if name not in ("cpu", "cuda"):
         raise ValueError(f"unknown device {name!r}: expected auto, cpu or cuda")
     return torch.device(name)
+
+
+class MixedPrecision:
+    """float16 autocast and a GradScaler when params `amp` is on and the job runs on CUDA; a plain
+    backward/step otherwise (CPU runs stay bit-exact). Scaler state goes into checkpoints."""
+
+    def __init__(self, device: torch.device | str, enabled: bool = False) -> None:
+        self.enabled = bool(enabled) and torch.device(device).type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.enabled)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        return torch.autocast("cuda", dtype=torch.float16) if self.enabled else contextlib.nullcontext()
+
+    def step(self, loss: Tensor, optimizer: torch.optim.Optimizer, clip: tuple | None = None) -> None:
+        """zero_grad, backward and step, through the scaler when enabled; `clip` = (parameters, max
+        norm) clips the true (unscaled) gradients first."""
+        optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if clip is not None:
+            self.scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(*clip)
+        self.scaler.step(optimizer)
+        self.scaler.update()
+
+    def state_dict(self) -> dict:
+        return self.scaler.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        if state:
+            self.scaler.load_state_dict(state)
 
 
 def make_generator(seed: int, *names: object) -> torch.Generator:
@@ -158,19 +189,20 @@ def train_epoch(
     pick_ops: Callable[[], Sequence[Sequence[str]]] | None = None,
     augment: bool = False,
     desc: str = "train",
+    precision: MixedPrecision | None = None,
 ) -> tuple[float, float]:
     """One epoch; returns (mean loss, accuracy %). With `pick_ops`, `model` is a supernet run on a
-    fresh arch every step (the scheduler, if any, steps per batch)."""
+    fresh arch every step (the scheduler, if any, steps per batch); `precision` adds AMP on CUDA."""
+    precision = precision or MixedPrecision("cpu")
     model.train()
     total_loss, correct, seen = 0.0, 0, 0
     batches = iterate_batches(data, batch_size, generator, augment=augment, drop_last=True)
     steps = len(data) // batch_size if len(data) >= batch_size else 1
     for x, y in tqdm(batches, total=steps, desc=desc, file=sys.stderr, mininterval=5, leave=False):
-        out = model(x, pick_ops()) if pick_ops is not None else model(x)
-        loss = F.cross_entropy(out, y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        with precision.autocast():
+            out = model(x, pick_ops()) if pick_ops is not None else model(x)
+            loss = F.cross_entropy(out, y)
+        precision.step(loss, optimizer)
         if scheduler is not None:
             scheduler.step()
         total_loss += float(loss.detach()) * len(y)

@@ -29,7 +29,7 @@ from nasstudy.evolution.nse import split_train
 from nasstudy.spaces.mobile import MobileSpace, Supernet, position_shapes
 from nasstudy.spaces.mobile_ops import parse_op, position_cost
 from nasstudy.tracking import Tracker
-from nasstudy.training import BatchCycle, ClsData, iterate_batches, recal_subset, score_arch, sgd_cosine
+from nasstudy.training import BatchCycle, ClsData, MixedPrecision, iterate_batches, recal_subset, score_arch, sgd_cosine
 
 __all__ = ["AutoSpaceConfig", "AutoSpaceResult", "FlopsModel", "autospace_round", "references"]
 
@@ -148,6 +148,7 @@ def autospace_round(
     channels_last: bool = False,
     desc: str = "autospace",
     checkpoint: Checkpoint = NO_CHECKPOINT,
+    precision: MixedPrecision | None = None,
 ) -> AutoSpaceResult:
     """One AutoSpace generation on `state`; `train_cfg` holds batch_size, lr, momentum, weight_decay,
     bn_recal_batches. All randomness comes from `rng` and `batch_gen` (weight init included, drawn
@@ -199,8 +200,9 @@ def autospace_round(
 
     epochs: list[dict] = []
     step = 0
+    precision = precision or MixedPrecision(device)  # AMP for the weight steps; α steps stay float32
     parts = dict(net=net, optimizer=optimizer, scheduler=scheduler, alpha=alpha, arch_opt=arch_opt,
-                 batch_gen=batch_gen, rng=rng, held=held)  # fmt: skip
+                 batch_gen=batch_gen, rng=rng, held=held, precision=precision)  # fmt: skip
     if (saved := checkpoint.load()) is not None:  # continue after the last finished epoch
         restore(saved, **parts)
         picks[:] = saved["picks"].numpy()
@@ -215,11 +217,10 @@ def autospace_round(
         for x, y in tqdm(batches, total=steps_per_epoch, desc=label, file=sys.stderr, mininterval=5, leave=False):
             sel = _select(live(), sizes, refs, k, cfg.tournament, rng)
             used.update((i, j) for i, idx in enumerate(sel) for j in idx)
-            out = _forward(net, x, alpha, sel, members, detach=True)
-            loss = F.cross_entropy(out, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            with precision.autocast():
+                out = _forward(net, x, alpha, sel, members, detach=True)
+                loss = F.cross_entropy(out, y)
+            precision.step(loss, optimizer)
             scheduler.step()
             loss_sum += float(loss.detach()) * len(y)
             correct += int((out.argmax(1) == y).sum())

@@ -54,7 +54,7 @@ from nasstudy.evolution.nse_front import FrontRow, NSEConfig, pareto_mask, sampl
 from nasstudy.spaces.mobile import MobileSpace, Supernet, position_shapes
 from nasstudy.spaces.mobile_ops import global_pool, position_cost
 from nasstudy.tracking import Tracker
-from nasstudy.training import BatchCycle, ClsData, iterate_batches, recal_subset, score_arch, sgd_cosine
+from nasstudy.training import BatchCycle, ClsData, MixedPrecision, iterate_batches, recal_subset, score_arch, sgd_cosine
 
 P_MIN = 5e-4  # their clamp: p = sigmoid(α) · 0.999 + 5e-4
 
@@ -183,6 +183,7 @@ def nse_round(
     channels_last: bool = False,
     desc: str = "nse",
     checkpoint: Checkpoint = NO_CHECKPOINT,
+    precision: MixedPrecision | None = None,
 ) -> NSEResult:
     """One NSE round on `state`; `train_cfg` holds batch_size, lr, momentum, weight_decay, bn_recal_batches.
 
@@ -212,8 +213,9 @@ def nse_round(
     drops: dict[tuple[int, int], float] = {}
     epochs: list[dict] = []
     step = 0
+    precision = precision or MixedPrecision(device)  # AMP for the weight steps; α steps stay float32
     parts = dict(net=net, optimizer=optimizer, scheduler=scheduler, alpha=alpha, arch_opt=arch_opt,
-                 batch_gen=batch_gen, rng=rng, held=held)  # fmt: skip
+                 batch_gen=batch_gen, rng=rng, held=held, precision=precision)  # fmt: skip
     if (saved := checkpoint.load()) is not None:  # continue after the last finished epoch
         restore(saved, **parts)
         alive[:] = saved["alive"].numpy()
@@ -228,11 +230,10 @@ def nse_round(
         for x, y in tqdm(batches, total=steps_per_epoch, desc=label, file=sys.stderr, mininterval=5, leave=False):
             gate = (rng.random(alive.shape) < cfg.branch_prob) & alive
             ops = [_names(a, np.arange(len(a)), gate[i, : len(a)]) for i, a in enumerate(active)]
-            out = net(x, ops)
-            loss = F.cross_entropy(out, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            with precision.autocast():
+                out = net(x, ops)
+                loss = F.cross_entropy(out, y)
+            precision.step(loss, optimizer)
             scheduler.step()
             loss_sum += float(loss.detach()) * len(y)
             correct += int((out.argmax(1) == y).sum())

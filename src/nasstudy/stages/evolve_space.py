@@ -18,7 +18,7 @@ from nasstudy.checkpoint import NO_CHECKPOINT, Checkpoint
 from nasstudy.evolution.autospace import FITNESS_COLUMNS, AutoSpaceConfig, AutoSpaceResult, autospace_round
 from nasstudy.evolution.nse import NSEConfig, NSEResult, nse_round
 from nasstudy.tracking import Tracker
-from nasstudy.training import load_cls, make_generator, resolve_device, save_checkpoint
+from nasstudy.training import MixedPrecision, load_cls, make_generator, resolve_device, save_checkpoint
 from nasstudy.utils import atomic_write_bytes, make_rng, read_json, seed_torch, write_json
 
 STAGE = "evolve_space"
@@ -88,6 +88,7 @@ def run(
         channels_last=channels_last,
         desc=f"{method} gen {gen}",
         checkpoint=checkpoint,
+        precision=MixedPrecision(device, bool(params.get("amp", False))),
     )
 
     write_json(outputs["space_state"], result.state)

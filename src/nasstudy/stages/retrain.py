@@ -22,6 +22,7 @@ from nasstudy.spaces import make_space
 from nasstudy.spaces.mobile import build_net
 from nasstudy.tracking import Tracker
 from nasstudy.training import (
+    MixedPrecision,
     evaluate,
     load_cls,
     make_generator,
@@ -51,6 +52,7 @@ def run(
     seed, cfg, space_cfg = int(params["seed"]), params["retrain"], params["space"]
     seed_torch(seed, *names, threads=int(params["threads"]))
     device = resolve_device(params["device"])
+    precision = MixedPrecision(device, bool(params.get("amp", False)))
     channels_last = bool(cfg.get("channels_last", True))
 
     best = read_json(inputs["best"])
@@ -72,7 +74,7 @@ def run(
     curve: list[dict] = []
     saved = checkpoint.load()
     if saved is not None:
-        restore(saved, net=net, optimizer=optimizer, scheduler=scheduler, batch_gen=batch_gen)
+        restore(saved, net=net, optimizer=optimizer, scheduler=scheduler, batch_gen=batch_gen, precision=precision)
         curve = saved["curve"]
         for row in curve:
             tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
@@ -80,13 +82,13 @@ def run(
     for epoch in range(len(curve) + 1, epochs + 1):
         loss, acc = train_epoch(
             net, optimizer, train, batch_size, batch_gen, scheduler, augment=True,
-            desc=f"retrain epoch {epoch}/{epochs}",
+            desc=f"retrain epoch {epoch}/{epochs}", precision=precision,
         )  # fmt: skip
         val_acc, _ = evaluate(net, val)
         row = {"epoch": epoch, "train_loss": round(loss, 6), "train_acc": round(acc, 4), "val_acc": round(val_acc, 4)}
         curve.append(row)
         tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
-        state = capture(net=net, optimizer=optimizer, scheduler=scheduler, batch_gen=batch_gen)
+        state = capture(net=net, optimizer=optimizer, scheduler=scheduler, batch_gen=batch_gen, precision=precision)
         checkpoint.save({**state, "curve": curve}, f"epoch {epoch}/{epochs}")
     train_seconds = time.perf_counter() - start
     test_acc, _ = evaluate(net, test)

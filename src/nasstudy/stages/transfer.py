@@ -20,7 +20,7 @@ import numpy as np
 
 from nasstudy.checkpoint import NO_CHECKPOINT, Checkpoint
 from nasstudy.tracking import Tracker
-from nasstudy.training import MEAN, STD, resolve_device
+from nasstudy.training import MEAN, STD, MixedPrecision, resolve_device
 from nasstudy.transfer.backbone import load_retrained
 from nasstudy.utils import corrupt, make_rng, seed_torch, write_json
 
@@ -108,6 +108,7 @@ def run(
         [STD] * 3,
         examples=outputs["examples"],
         checkpoint=checkpoint,
+        precision=MixedPrecision(device, bool(params.get("amp", False))),
     )
     write_json(outputs["metrics"], metrics)
     write_json(outputs["timing"], timing)

@@ -21,6 +21,7 @@ from nasstudy.spaces import make_space
 from nasstudy.spaces.mobile import Supernet
 from nasstudy.tracking import Tracker
 from nasstudy.training import (
+    MixedPrecision,
     load_cls,
     make_generator,
     resolve_device,
@@ -50,6 +51,7 @@ def run(
     seed, cfg, space_cfg = int(params["seed"]), params["supernet"], params["space"]
     seed_torch(seed, *names, threads=int(params["threads"]))
     device = resolve_device(params["device"])
+    precision = MixedPrecision(device, bool(params.get("amp", False)))
     channels_last = bool(cfg.get("channels_last", True))
 
     space = make_space(space_cfg, read_json(inputs["space_state"]))
@@ -76,18 +78,18 @@ def run(
     sample_rng = make_rng(seed, *names, "random_archs")
     rows: list[dict] = []
     first_epoch, trained = 0, None
+    parts = dict(supernet=supernet, optimizer=optimizer, scheduler=scheduler, batch_gen=batch_gen,
+                 precision=precision, arch_rng=arch_rng, sample_rng=sample_rng)  # fmt: skip
     saved = checkpoint.load()
     if saved is not None:
-        restore(saved, supernet=supernet, optimizer=optimizer, scheduler=scheduler, batch_gen=batch_gen,
-                arch_rng=arch_rng, sample_rng=sample_rng)  # fmt: skip
+        restore(saved, **parts)
         first_epoch, history, rows, trained = saved["epoch"], saved["history"], saved["rows"], saved["trained"]
         for epoch in range(first_epoch):
             tracker.log_metrics({k: v[epoch] for k, v in history.items()}, step=epoch)
 
     def save_state(label: str) -> None:
-        state = capture(supernet=supernet, optimizer=optimizer, scheduler=scheduler, batch_gen=batch_gen,
-                        arch_rng=arch_rng, sample_rng=sample_rng)  # fmt: skip
-        checkpoint.save({**state, "epoch": epoch_done, "history": history, "rows": rows, "trained": trained}, label)
+        progress = {"epoch": epoch_done, "history": history, "rows": rows, "trained": trained}
+        checkpoint.save({**capture(**parts), **progress}, label)
 
     epoch_done = first_epoch
     start = time.perf_counter()
@@ -102,6 +104,7 @@ def run(
             pick_ops=sample_ops if epoch >= full_epochs else (lambda: full),
             augment=bool(cfg.get("augment", False)),
             desc=f"warmup epoch {epoch + 1}/{epochs}",
+            precision=precision,
         )
         history["train_loss"].append(round(loss, 6))
         history["train_acc"].append(round(acc, 4))

@@ -22,6 +22,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from tqdm import tqdm
 
 from nasstudy.checkpoint import NO_CHECKPOINT, Checkpoint, capture, restore
+from nasstudy.training import MixedPrecision
 from nasstudy.transfer.backbone import (
     EXAMPLES,
     FPNBackbone,
@@ -123,6 +124,7 @@ def train_detector(
     tracker,
     device: torch.device,
     checkpoint: Checkpoint = NO_CHECKPOINT,
+    precision: MixedPrecision | None = None,
 ) -> list[float]:
     """Fine-tune backbone, FPN and head together (SGD, cosine LR, random flips); per-epoch losses."""
     cfg = {**DEFAULTS, **cfg}
@@ -131,9 +133,10 @@ def train_detector(
     steps = epochs * len(scene_batches(n, bs, np.random.default_rng(0)))
     opt, sched = cosine_sgd(model, float(cfg["lr"]), steps, cfg["momentum"], cfg["weight_decay"])
     model.to(device)
+    precision = precision or MixedPrecision(device)
     losses: list[float] = []
     if (saved := checkpoint.load()) is not None:  # continue after the last finished epoch
-        restore(saved, model=model, opt=opt, sched=sched, rng=rng)
+        restore(saved, model=model, opt=opt, sched=sched, rng=rng, precision=precision)
         losses = saved["losses"]
     for epoch in range(len(losses) + 1, epochs + 1):
         model.train()
@@ -146,12 +149,10 @@ def train_detector(
             # On CPU every op here is deterministic (seed_torch turns deterministic algorithms on).
             # On CUDA the loss's index_put/scatter and the upsampling backward in the FPN are not,
             # so GPU runs may differ in the last digits.
-            parts = model(list(images.to(device)), _to(targets, device))
-            loss = sum(parts.values())
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 10.0)  # early focal/GIoU spikes from scratch heads
-            opt.step()
+            with precision.autocast():
+                parts = model(list(images.to(device)), _to(targets, device))
+                loss = sum(parts.values())
+            precision.step(loss, opt, clip=(model.parameters(), 10.0))  # early focal/GIoU spikes from scratch heads
             sched.step()
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach())
@@ -160,7 +161,8 @@ def train_detector(
         tracker.log_metrics(means, step=epoch)
         losses.append(means["train_loss"])
         checkpoint.save(
-            {**capture(model=model, opt=opt, sched=sched, rng=rng), "losses": losses}, f"epoch {epoch}/{epochs}"
+            {**capture(model=model, opt=opt, sched=sched, rng=rng, precision=precision), "losses": losses},
+            f"epoch {epoch}/{epochs}",
         )
     return losses
 
@@ -263,13 +265,14 @@ def run_detection(
     image_std: list[float],
     examples=None,
     checkpoint: Checkpoint = NO_CHECKPOINT,
+    precision: MixedPrecision | None = None,
 ) -> tuple[dict, dict[str, float]]:
     """Build, train and score a detector over `len(class_names)` object classes; draw `examples`
     (a PNG path) when given; returns (metrics, timing)."""
     cfg = {**DEFAULTS, **cfg}
     model = build_detector(net, len(class_names), cfg, image_mean, image_std)
     t0 = time.perf_counter()
-    train_detector(model, train, cfg, rng, tracker, device, checkpoint)
+    train_detector(model, train, cfg, rng, tracker, device, checkpoint, precision)
     t1 = time.perf_counter()
     metrics = evaluate_detector(model, val, int(cfg["batch_size"]), device, class_names, int(cfg["min_instances"]))
     t2 = time.perf_counter()

@@ -22,6 +22,7 @@ from torchvision.models.segmentation.lraspp import LRASPPHead
 from tqdm import tqdm
 
 from nasstudy.checkpoint import NO_CHECKPOINT, Checkpoint, capture, restore
+from nasstudy.training import MixedPrecision
 from nasstudy.transfer.backbone import (
     EXAMPLES,
     FPNBackbone,
@@ -113,6 +114,7 @@ def train_segmenter(
     mean: Tensor,
     std: Tensor,
     checkpoint: Checkpoint = NO_CHECKPOINT,
+    precision: MixedPrecision | None = None,
 ) -> list[float]:
     """Fine-tune the whole model with pixel cross-entropy (SGD, cosine LR, random flips)."""
     cfg = {**DEFAULTS, **cfg}
@@ -121,25 +123,26 @@ def train_segmenter(
     steps = epochs * len(scene_batches(n, bs, np.random.default_rng(0)))
     opt, sched = cosine_sgd(model, float(cfg["lr"]), steps, cfg["momentum"], cfg["weight_decay"])
     model.to(device)
+    precision = precision or MixedPrecision(device)
     losses: list[float] = []
     if (saved := checkpoint.load()) is not None:  # continue after the last finished epoch
-        restore(saved, model=model, opt=opt, sched=sched, rng=rng)
+        restore(saved, model=model, opt=opt, sched=sched, rng=rng, precision=precision)
         losses = saved["losses"]
     for epoch in range(len(losses) + 1, epochs + 1):
         model.train()
         total, batches = 0.0, scene_batches(n, bs, rng)
         for idx in tqdm(batches, desc=f"segmentation epoch {epoch}", file=sys.stderr, mininterval=5):
             x, y = _batch(data, idx, mean, std, rng.random(len(idx)) < 0.5)
-            loss = F.cross_entropy(model(x.to(device)), y.to(device))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            with precision.autocast():
+                loss = F.cross_entropy(model(x.to(device)), y.to(device))
+            precision.step(loss, opt)
             sched.step()
             total += float(loss.detach())
         losses.append(total / len(batches))
         tracker.log_metrics({"train_loss": losses[-1]}, step=epoch)
         checkpoint.save(
-            {**capture(model=model, opt=opt, sched=sched, rng=rng), "losses": losses}, f"epoch {epoch}/{epochs}"
+            {**capture(model=model, opt=opt, sched=sched, rng=rng, precision=precision), "losses": losses},
+            f"epoch {epoch}/{epochs}",
         )
     return losses
 
@@ -252,6 +255,7 @@ def run_segmentation(
     image_std: list[float],
     examples=None,
     checkpoint: Checkpoint = NO_CHECKPOINT,
+    precision: MixedPrecision | None = None,
 ) -> tuple[dict, dict[str, float]]:
     """Build, train and score a segmenter over background + `len(class_names)` labels; draw
     `examples` (a PNG path) when given; returns (metrics, timing)."""
@@ -260,7 +264,7 @@ def run_segmentation(
     mean = torch.tensor(image_mean).view(1, 3, 1, 1)
     std = torch.tensor(image_std).view(1, 3, 1, 1)
     t0 = time.perf_counter()
-    train_segmenter(model, train, cfg, rng, tracker, device, mean, std, checkpoint)
+    train_segmenter(model, train, cfg, rng, tracker, device, mean, std, checkpoint, precision)
     t1 = time.perf_counter()
     metrics = evaluate_segmenter(model, val, num_classes, int(cfg["batch_size"]), device, mean, std, class_names)
     t2 = time.perf_counter()
