@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,9 +42,9 @@ def snakemake(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     )
 
 
-def planned_jobs(cwd: Path) -> set[tuple[str, str]]:
-    """(rule, wildcards) of every job a dry run would execute, read from Snakemake's own output."""
-    out = snakemake(cwd, "--dry-run")
+def planned_jobs(cwd: Path, *args: str) -> set[tuple[str, str]]:
+    """(rule, wildcards) of every job a dry run (with `args`: targets, --configfile) would execute."""
+    out = snakemake(cwd, "--dry-run", *args)
     assert out.returncode == 0, out.stderr
     jobs, rule = set(), None
     for line in (out.stdout + out.stderr).splitlines():
@@ -54,3 +60,45 @@ def planned_jobs(cwd: Path) -> set[tuple[str, str]]:
 def metrics_files(project: Path) -> dict[str, bytes]:
     res = project / "results" / "default"
     return {str(p.relative_to(res)): p.read_bytes() for p in sorted(res.rglob("metrics.json"))}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def mlflow_server(folder: Path) -> Iterator[str]:
+    """A real `mlflow server` on a free local port (one worker, SQLite backend and artifacts in
+    `folder`), in its own process group so that its uvicorn worker stops with it; yields its URI."""
+    import requests
+
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    # fmt: off
+    cmd = [BIN / "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+           "--backend-store-uri", f"sqlite:///{folder / 'server.db'}",
+           "--artifacts-destination", str(folder / "artifacts"), "--default-artifact-root", "mlflow-artifacts:/"]
+    # fmt: on
+    with open(folder / "server.log", "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, (folder / "server.log").read_text()[-3000:]
+            try:
+                if requests.get(f"{uri}/health", timeout=2).ok:
+                    break
+            except requests.RequestException:
+                pass
+            assert time.monotonic() < deadline, "mlflow server did not answer within 120 s"
+            time.sleep(0.5)
+        yield uri
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

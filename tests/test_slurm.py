@@ -12,7 +12,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -21,10 +20,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
 import yaml
-from e2e import BIN, ROOT, make_project, metrics_files, planned_jobs
-from slurm_cluster import SlurmCluster, SlurmStartError, ensure_slurm, free_port
+from e2e import BIN, ROOT, make_project, metrics_files, mlflow_server, planned_jobs
+from slurm_cluster import SlurmCluster, SlurmStartError, ensure_slurm
 
 PROFILE = ROOT / "workflow" / "profiles" / "slurm" / "config.yaml"
 GPU_RULES = {"evolve_space", "warmup_supernet", "search", "retrain", "transfer"}
@@ -103,35 +101,9 @@ def cluster() -> Iterator[SlurmCluster]:
 
 @pytest.fixture(scope="module")
 def tracking_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`mlflow server` on a free local port, as docs/cluster.md asks for: jobs log over HTTP, not to SQLite.
-    Its own process group, so the uvicorn worker it spawns stops with it."""
-    folder = tmp_path_factory.mktemp("mlflow-server")
-    uri = f"http://127.0.0.1:{free_port()}"
-    # fmt: off
-    cmd = [BIN / "mlflow", "server", "--host", "127.0.0.1", "--port", uri.rsplit(":", 1)[1], "--workers", "1",
-           "--backend-store-uri", f"sqlite:///{folder / 'server.db'}", "--artifacts-destination", str(folder / "art")]
-    # fmt: on
-    with open(folder / "server.log", "w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, (folder / "server.log").read_text()[-3000:]
-            try:
-                if requests.get(f"{uri}/health", timeout=2).ok:
-                    break
-            except requests.RequestException:
-                pass
-            assert time.monotonic() < deadline, "mlflow server did not answer within 120 s"
-            time.sleep(0.5)
+    """`mlflow server` on a free local port, as docs/cluster.md asks for: jobs log over HTTP, not to SQLite."""
+    with mlflow_server(tmp_path_factory.mktemp("mlflow-server")) as uri:
         yield uri
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 def fit_profile_to_node(project: Path) -> None:

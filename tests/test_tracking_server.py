@@ -4,59 +4,20 @@ and a study whose server does not answer stops before any job runs."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
 import yaml
-from e2e import BIN, make_project, planned_jobs, snakemake
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from e2e import BIN, free_port, make_project, mlflow_server, planned_jobs, snakemake
 
 
 @pytest.fixture()
 def server(tmp_path: Path) -> Iterator[str]:
-    """`mlflow server` on a free local port (SQLite backend, artifacts proxied into tmp_path), in its own
-    process group so that the uvicorn worker and job runners it spawns all stop with it."""
-    port = free_port()
-    uri = f"http://127.0.0.1:{port}"
-    log = open(tmp_path / "server.log", "w")  # noqa: SIM115 - closed below
-    # fmt: off
-    cmd = [BIN / "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-           "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-           "--artifacts-destination", str(tmp_path / "artifacts"), "--default-artifact-root", "mlflow-artifacts:/"]
-    # fmt: on
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
-            try:
-                if requests.get(f"{uri}/health", timeout=2).ok:
-                    break
-            except requests.RequestException:
-                pass
-            assert time.monotonic() < deadline, "mlflow server did not answer within 120 s"
-            time.sleep(0.5)
+    with mlflow_server(tmp_path) as uri:
         yield uri
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
 
 
 def overlay(project: Path, **tracking: object) -> Path:
@@ -72,8 +33,9 @@ def test_tiny_study_logs_to_a_real_tracking_server(server: str, tmp_path: Path) 
     (tmp_path / "project").mkdir()  # beside the server's own files
     project = make_project(tmp_path / "project")
     params = overlay(project, uri=server)
-    jobs = planned_jobs(project)
-    out = snakemake(project, "--configfile", str(params))
+    target = "results/default/retrain/nse/random/model.pt"  # its chain: every kind of job up to retrain
+    jobs = planned_jobs(project, target)
+    out = snakemake(project, "--configfile", str(params), target)
     assert out.returncode == 0, out.stderr[-4000:]
     assert not (project / "mlflow.db").exists()  # everything went to the server
 
