@@ -21,7 +21,7 @@ BAD = [
     ({"retrain": {"epochs": -3}}, "retrain.epochs = -3 is out of range: must be >= 1"),
     ({"supernet": {"lr": "fast"}}, "supernet.lr = 'fast' has the wrong type: expected number, got str"),
     ({"supernet": {"epochs": 2.5}}, "supernet.epochs = 2.5 has the wrong type: expected integer"),
-    ({"colour": "blue"}, "unknown key 'colour'; allowed keys here: data, device"),
+    ({"colour": "blue"}, "unknown key 'colour'; allowed keys here: amp, data, device"),
     ({"search": {"rea": {"populaton": 10}}}, "unknown key 'search.rea.populaton'; allowed keys here: population, tournament"),
     ({"data": {"source": "npz", "root": "/no/such/folder"}}, "data.root = '/no/such/folder' is not an existing folder"),
     ({"data": {"source": "npz"}}, "data.root is missing: data.source = 'npz' needs a local data folder"),
