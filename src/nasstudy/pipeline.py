@@ -21,7 +21,7 @@ COMMON_CODE = ("utils.py", "tracking.py", "checkpoint.py")
 def stage_params(config: dict, *sections: str, **extra: object) -> dict:
     """Seed, study, device, amp and threads plus only the named sections, so that an unrelated change
     to the params does not rerun the stage. `space` also gets the data's image size and classes."""
-    params = {k: config[k] for k in ("seed", "study", "device", "amp", "threads")}
+    params = {k: config[k] for k in ("seed", "study", "device", "amp", "threads") if k in config}  # bench: no amp
     for name in sections:
         params[name] = copy.deepcopy(config[name])
     params.update(copy.deepcopy(extra))
