@@ -9,7 +9,7 @@ from nasstudy.config import load_params
 def test_stage_params_hold_only_the_named_sections() -> None:
     cfg = load_params()
     p = pipeline.stage_params(cfg, "space", search={"budget": 3})
-    assert set(p) == {"seed", "study", "device", "threads", "space", "search"}
+    assert set(p) == {"seed", "study", "device", "amp", "threads", "space", "search"}
     assert p["space"]["image_size"] == cfg["data"]["image_size"]
     assert p["space"]["num_classes"] == cfg["data"]["num_classes"]
     assert "image_size" not in cfg["space"]  # the config itself is not modified

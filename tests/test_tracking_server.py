@@ -35,7 +35,7 @@ def test_tiny_study_logs_to_a_real_tracking_server(server: str, tmp_path: Path) 
     params = overlay(project, uri=server)
     target = "results/default/retrain/nse/random/model.pt"  # its chain: every kind of job up to retrain
     jobs = planned_jobs(project, target)
-    out = snakemake(project, "--configfile", str(params), target)
+    out = snakemake(project, target, "--configfile", str(params))  # --configfile takes every later word
     assert out.returncode == 0, out.stderr[-4000:]
     assert not (project / "mlflow.db").exists()  # everything went to the server
 
