@@ -4,7 +4,8 @@ Snakemake deletes the outputs of a job that failed or was killed, so a job's che
 `.checkpoints/<study>/<rule>/<wildcards>.pt` instead. A checkpoint is written atomically at regular
 points (an epoch, a batch of queries) and carries a key made of the job's rule, wildcards, params,
 code hash and input hashes: a checkpoint of other inputs or knobs is ignored, never half-used. After
-the job succeeds, the runner deletes it.
+the job succeeds it stays until the run's onsuccess hook (`clear_finished`): Snakemake may still redo
+a job killed between its exit and Snakemake's bookkeeping, which then resumes from here.
 
 Beside it, `<name>.events` (JSON lines: start, resume, save, with wall-clock times) says when the job
 started and saved; the kill benchmark reads it to measure how much work a crash cost.
@@ -118,10 +119,20 @@ def clear_finished(study: str, root: Path = CHECKPOINT_ROOT) -> int:
 
 
 def job_checkpoint(
-    study: str, rule: str, wildcards: dict[str, str], params: Any, code: str, inputs: dict[str, list[Path]]
+    study: str,
+    rule: str,
+    wildcards: dict[str, str],
+    params: Any,
+    code: str,
+    inputs: dict[str, list[Path]],
+    keyed: bool = True,
 ) -> Checkpoint:
-    """The checkpoint of one Snakemake job; its key changes with anything that changes the result."""
+    """The checkpoint of one Snakemake job; its key changes with anything that changes the result.
+    `keyed=False` (a stage that never saves state, only notes events) skips hashing the inputs."""
     name = "_".join(f"{k}={v}" for k, v in sorted(wildcards.items())) or "job"
+    path = CHECKPOINT_ROOT / study / rule / f"{name}.pt"
+    if not keyed:
+        return Checkpoint(path)
     ident = {
         "rule": rule,
         "wildcards": wildcards,
@@ -130,7 +141,7 @@ def job_checkpoint(
         "inputs": {k: [file_md5(p) if Path(p).is_file() else "missing" for p in v] for k, v in sorted(inputs.items())},
     }
     key = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()
-    return Checkpoint(CHECKPOINT_ROOT / study / rule / f"{name}.pt", key)
+    return Checkpoint(path, key)
 
 
 def capture(**objs: Any) -> dict:

@@ -36,10 +36,15 @@ def project_dir() -> Path:
     return Path.cwd() if (Path.cwd() / "Snakefile").is_file() else PROJECT_ROOT
 
 
+def default_params() -> Path:
+    """params/default.yaml of `project_dir()`: the file every --params file overlays."""
+    return project_dir() / DEFAULT_PARAMS.relative_to(PROJECT_ROOT)
+
+
 def snakemake_command(params: Path | None, cores: str, extra: list[str]) -> list[str]:
     project = project_dir()
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(project / "Snakefile"), "--cores", cores]
-    if params is not None and params.resolve() != (project / DEFAULT_PARAMS.relative_to(PROJECT_ROOT)).resolve():
+    if params is not None and params.resolve() != default_params().resolve():
         cmd += ["--configfile", str(params)]
     return cmd + extra
 
@@ -50,7 +55,7 @@ def check_params(path: Path | None) -> dict:
         print(f"params error: params file {path} does not exist", file=sys.stderr)
         raise SystemExit(2)
     try:
-        return load_params(path, project_dir() / DEFAULT_PARAMS.relative_to(PROJECT_ROOT))
+        return load_params(path, default_params())
     except ParamsError as e:
         print(f"params error: {e}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -54,9 +54,10 @@ def run_job(smk) -> None:
     print(f"[nasstudy] {rule} {wildcards} starting", flush=True)
     # Every job notes its start (the crash drill reads it); long ones also get their checkpoint.
     code = getattr(smk.params, "code", "")
-    checkpoint = job_checkpoint(smk.config["study"], rule, wildcards, params, code, as_lists(inputs))
+    resumable = "checkpoint" in inspect.signature(stage.run).parameters
+    checkpoint = job_checkpoint(smk.config["study"], rule, wildcards, params, code, as_lists(inputs), resumable)
     checkpoint.event("start")
-    extra = {"checkpoint": checkpoint} if "checkpoint" in inspect.signature(stage.run).parameters else {}
+    extra = {"checkpoint": checkpoint} if resumable else {}
     start, tracker = time.perf_counter(), None
     try:
         tracker = mlflow_tracking.start_job_run(smk.config, rule, wildcards, params, as_lists(inputs))

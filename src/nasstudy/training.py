@@ -92,13 +92,13 @@ class ClsData:
 
 def load_cls(path: str | Path, device: torch.device | str = "cpu", channels_last: bool = False) -> ClsData:
     """Load an npz with `images` (N,H,W,3 uint8) and `labels` into normalised tensors on `device`."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"classification split {path} does not exist")
     try:
         with np.load(path) as d:
             images = torch.from_numpy(np.ascontiguousarray(d["images"]))
             labels = torch.from_numpy(d["labels"].astype(np.int64))
     except (zipfile.BadZipFile, EOFError, ValueError, KeyError, OSError) as e:
-        if isinstance(e, FileNotFoundError):
-            raise
         raise corrupt(path, "a readable classification npz (images, labels)", e) from None
     x = images.permute(0, 3, 1, 2).float().div_(255.0).sub_(MEAN).div_(STD)
     x = x.contiguous(memory_format=torch.channels_last) if channels_last else x.contiguous()
