@@ -23,13 +23,13 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
-from nasstudy.checkpoint import NO_CHECKPOINT, Checkpoint, capture, restore
+from nasstudy.checkpoint import NO_CHECKPOINT, Checkpoint, capture
 from nasstudy.evolution.autospace_ops import AutoSpaceConfig, evolve_position, start_population, tournament
-from nasstudy.evolution.nse import split_train
+from nasstudy.evolution.nse import resume_round, weight_training
 from nasstudy.spaces.mobile import MobileSpace, Supernet, position_shapes
 from nasstudy.spaces.mobile_ops import parse_op, position_cost
 from nasstudy.tracking import Tracker
-from nasstudy.training import BatchCycle, ClsData, MixedPrecision, iterate_batches, recal_subset, score_arch, sgd_cosine
+from nasstudy.training import ClsData, MixedPrecision, iterate_batches, recal_subset, score_arch
 
 __all__ = ["AutoSpaceConfig", "AutoSpaceResult", "FlopsModel", "autospace_round", "references"]
 
@@ -179,36 +179,28 @@ def autospace_round(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(init_seed)
         net = Supernet(space_cfg, members)
-    net = net.to(device)
-    if channels_last:
-        net = net.to(memory_format=torch.channels_last)
+    net, weight_data, held, steps_per_epoch, optimizer, scheduler = weight_training(
+        net.to(device), train, cfg.holdout_frac, train_cfg, cfg.epochs, rng, batch_gen, channels_last
+    )
     flops = FlopsModel(space_cfg, members, width)
     mask = torch.as_tensor(mask_np, device=device)
     alpha = torch.zeros((len(pops), width), device=device, requires_grad=True)
     budget = cfg.flops_target is not None and cfg.flops_lambda > 0
     batch_size = int(train_cfg["batch_size"])
-    weight_data, hold_data = split_train(train, cfg.holdout_frac, rng)
-    steps_per_epoch = max(1, len(weight_data) // batch_size)
-    optimizer, scheduler = sgd_cosine(net, train_cfg, cfg.epochs * steps_per_epoch)
     arch_opt = torch.optim.Adam([alpha], lr=cfg.alpha_lr, betas=ADAM_BETAS)
-    held = BatchCycle(hold_data, batch_size, batch_gen)
     beta = cfg.fitness_ema
     picks = np.zeros((len(pops), width), dtype=np.int64)  # times each member was stacked in an α step
 
     def live() -> np.ndarray:  # what the fitness would become now: the tournament's score
         return (1 - beta) * fitness + beta * _relative(alpha, refs)
 
-    epochs: list[dict] = []
-    step = 0
     precision = precision or MixedPrecision(device)  # AMP for the weight steps; α steps stay float32
     parts = dict(net=net, optimizer=optimizer, scheduler=scheduler, alpha=alpha, arch_opt=arch_opt,
                  batch_gen=batch_gen, rng=rng, held=held, precision=precision)  # fmt: skip
-    if (saved := checkpoint.load()) is not None:  # continue after the last finished epoch
-        restore(saved, **parts)
+    saved = resume_round(checkpoint, tracker, parts)  # continue after the last finished epoch
+    epochs, step = saved["epochs"], saved["step"]
+    if "picks" in saved:
         picks[:] = saved["picks"].numpy()
-        epochs, step = saved["epochs"], saved["step"]
-        for e, row in enumerate(epochs):
-            tracker.log_metrics(row, step=e)
     for epoch in range(len(epochs), cfg.epochs):
         net.train()
         loss_sum, correct, seen, arch_ce, used = 0.0, 0, 0, [], set()

@@ -169,6 +169,39 @@ def split_train(train: ClsData, holdout_frac: float, rng: np.random.Generator) -
     return (ClsData(train.images[weight], train.labels[weight]), ClsData(train.images[hold], train.labels[hold]))
 
 
+def weight_training(
+    net: Supernet,
+    train: ClsData,
+    holdout_frac: float,
+    train_cfg: dict,
+    epochs: int,
+    rng: np.random.Generator,
+    batch_gen: torch.Generator,
+    channels_last: bool = False,
+) -> tuple[Supernet, ClsData, BatchCycle, int, torch.optim.Optimizer, object]:
+    """What NSE and AutoSpace share for their weight steps: the net in its memory format, the
+    weight part of train, an endless batch cycle over the held-out part (for α steps), steps per
+    epoch, and SGD with a cosine schedule over all epochs."""
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    batch_size = int(train_cfg["batch_size"])
+    weight_data, hold_data = split_train(train, holdout_frac, rng)
+    steps_per_epoch = max(1, len(weight_data) // batch_size)
+    optimizer, scheduler = sgd_cosine(net, train_cfg, epochs * steps_per_epoch)
+    return net, weight_data, BatchCycle(hold_data, batch_size, batch_gen), steps_per_epoch, optimizer, scheduler
+
+
+def resume_round(checkpoint: Checkpoint, tracker: Tracker, parts: dict) -> dict:
+    """Restore `parts` from the last finished epoch's checkpoint and log its epochs again; returns
+    the saved extras (empty when starting afresh)."""
+    if (saved := checkpoint.load()) is None:
+        return {"epochs": [], "step": 0}
+    restore(saved, **parts)
+    for e, row in enumerate(saved["epochs"]):
+        tracker.log_metrics(row, step=e)
+    return saved
+
+
 def nse_round(
     state: dict,
     space_cfg: dict,
@@ -199,29 +232,22 @@ def nse_round(
         alive[i, : len(ops)] = True
     costs = CostModel(space_cfg, space, width)
 
-    net = Supernet(space_cfg, active).to(device)
-    if channels_last:
-        net = net.to(memory_format=torch.channels_last)
     alpha = torch.full((len(active), width), float(cfg.alpha_init), device=device, requires_grad=True)
+    net, weight_data, held, steps_per_epoch, optimizer, scheduler = weight_training(
+        Supernet(space_cfg, active).to(device), train, cfg.holdout_frac, train_cfg, cfg.epochs, rng, batch_gen,
+        channels_last,
+    )  # fmt: skip
     batch_size = int(train_cfg["batch_size"])
-    weight_data, hold_data = split_train(train, cfg.holdout_frac, rng)
-    steps_per_epoch = max(1, len(weight_data) // batch_size)
-    optimizer, scheduler = sgd_cosine(net, train_cfg, cfg.epochs * steps_per_epoch)
     arch_opt = torch.optim.Adam([alpha], lr=cfg.alpha_lr, betas=(0.0, 0.999))
-    held = BatchCycle(hold_data, batch_size, batch_gen)
 
-    drops: dict[tuple[int, int], float] = {}
-    epochs: list[dict] = []
-    step = 0
     precision = precision or MixedPrecision(device)  # AMP for the weight steps; α steps stay float32
     parts = dict(net=net, optimizer=optimizer, scheduler=scheduler, alpha=alpha, arch_opt=arch_opt,
                  batch_gen=batch_gen, rng=rng, held=held, precision=precision)  # fmt: skip
-    if (saved := checkpoint.load()) is not None:  # continue after the last finished epoch
-        restore(saved, **parts)
+    saved = resume_round(checkpoint, tracker, parts)  # continue after the last finished epoch
+    epochs, step = saved["epochs"], saved["step"]
+    drops: dict[tuple[int, int], float] = saved.get("drops", {})
+    if "alive" in saved:
         alive[:] = saved["alive"].numpy()
-        drops, epochs, step = saved["drops"], saved["epochs"], saved["step"]
-        for e, row in enumerate(epochs):
-            tracker.log_metrics(row, step=e)
     for epoch in range(len(epochs), cfg.epochs):
         net.train()
         loss_sum, correct, seen, arch_ce = 0.0, 0, 0, []
