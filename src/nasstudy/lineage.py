@@ -318,11 +318,11 @@ def render(result: dict[str, Any]) -> str:
 
 def cmd_lineage(args: argparse.Namespace) -> int:
     """Exit 0: every file verified; 1: some changed or missing; 2: PATH not recorded / bad params."""
-    from nasstudy.config import DEFAULT_PARAMS, ParamsError, load_params
+    from nasstudy.cli import default_params
+    from nasstudy.config import ParamsError, load_params
 
-    defaults = Path("params/default.yaml") if Path("Snakefile").is_file() else DEFAULT_PARAMS  # this project's
     try:
-        result = lineage(args.path, load_params(Path(args.params) if args.params else None, defaults))
+        result = lineage(args.path, load_params(Path(args.params) if args.params else None, default_params()))
     except (LineageError, ParamsError) as e:
         print(f"lineage error: {e}", file=sys.stderr)
         return 2

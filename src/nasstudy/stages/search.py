@@ -84,7 +84,6 @@ def run(
     resumed = resume(state_path, run_key, method, evaluator, budget)
     if resumed:
         checkpoint.mark_resumed(f"{resumed}/{budget} queries")
-    if resumed:
         print(f"[search] resuming {space_name}/{method_name} after {resumed} queries", file=sys.stderr)
     for q, best_acc in enumerate(best_so_far(method), start=1):  # this run's curve is complete too
         tracker.log_metric("best_acc", best_acc, step=q)
