@@ -14,6 +14,7 @@ Prints one line per job and writes benchmarks/results/gpu_check-<device>[-amp].j
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import shutil
 import sys
@@ -30,6 +31,11 @@ from nasstudy.pipeline import stage_params  # noqa: E402
 from nasstudy.tracking import MemoryTracker  # noqa: E402
 
 
+def files(folder: Path, *names: str) -> dict[str, Path]:
+    """{"metrics": folder/metrics.json, ...} from file names, keyed by their stem."""
+    return {Path(n).stem: folder / n for n in names}
+
+
 def jobs(cfg: dict, res: Path) -> list[tuple[str, dict, dict, dict, dict]]:
     """(rule, wildcards, inputs, outputs, params) for one job of each stage, as rules/*.smk declare them."""
     d = res / "data"
@@ -38,35 +44,64 @@ def jobs(cfg: dict, res: Path) -> list[tuple[str, dict, dict, dict, dict]]:
     evo = cfg["evolution"]["methods"][0]
     space, method = cfg["search"]["spaces"][0], cfg["search"]["methods"][0]
     gen0 = res / "space" / "gen0" / "space_state.json"
-    state = gen0 if space == "initial" else res / "space" / space / f"gen{cfg['evolution']['generations']}" / "space_state.json"
+    last = f"gen{cfg['evolution']['generations']}"
+    state = gen0 if space == "initial" else res / "space" / space / last / "space_state.json"
     g1 = res / "space" / evo / "gen1"
     sup, srch, ret = res / "supernet" / space, res / "search" / space / method, res / "retrain" / space / method
     out = [
-        ("prepare_data", {}, {}, {**data, "summary": d / "summary.json", "preview": d / "preview.png"},
-         stage_params(cfg, "data")),
+        (
+            "prepare_data",
+            {},
+            {},
+            {**data, "summary": d / "summary.json", "preview": d / "preview.png"},
+            stage_params(cfg, "data"),
+        ),
         ("init_space", {}, {}, {"space_state": gen0}, stage_params(cfg, "space")),
-        ("evolve_space", {"method": evo, "gen": "1"}, {**cls, "space_state": gen0},
-         {k: g1 / f for k, f in (("space_state", "space_state.json"), ("front", "front.csv"),
-                                 ("op_stats", "op_stats.csv"), ("supernet", "supernet.pt"), ("metrics", "metrics.json"))},
-         stage_params(cfg, "space", "supernet", evolution={evo: cfg["evolution"][evo]})),
-        ("warmup_supernet", {"space": space}, {**cls, "space_state": state},
-         {"supernet": sup / "supernet.pt", "metrics": sup / "metrics.json", "random_archs": sup / "random_archs.csv"},
-         stage_params(cfg, "space", "supernet")),
-        ("search", {"space": space, "method": method}, {**cls, "supernet": sup / "supernet.pt"},
-         {k: srch / f"{k}.{e}" for k, e in (("history", "csv"), ("best", "json"), ("state", "json"), ("metrics", "json"))},
-         stage_params(cfg, "space", supernet={k: cfg["supernet"][k] for k in ("bn_recal_batches", "batch_size")},
-                      search={"budget": cfg["search"]["budget"], method: cfg["search"][method]})),
-        ("retrain", {"space": space, "method": method},
-         {**cls, "cls_test": data["cls_test"], "best": srch / "best.json"},
-         {k: ret / f"{k}.{e}" for k, e in (("model", "pt"), ("metrics", "json"), ("timing", "json"), ("curve", "csv"))},
-         stage_params(cfg, "space", "retrain")),
+        (
+            "evolve_space",
+            {"method": evo, "gen": "1"},
+            {**cls, "space_state": gen0},
+            files(g1, "space_state.json", "front.csv", "op_stats.csv", "supernet.pt", "metrics.json"),
+            stage_params(cfg, "space", "supernet", evolution={evo: cfg["evolution"][evo]}),
+        ),
+        (
+            "warmup_supernet",
+            {"space": space},
+            {**cls, "space_state": state},
+            files(sup, "supernet.pt", "metrics.json", "random_archs.csv"),
+            stage_params(cfg, "space", "supernet"),
+        ),
+        (
+            "search",
+            {"space": space, "method": method},
+            {**cls, "supernet": sup / "supernet.pt"},
+            files(srch, "history.csv", "best.json", "state.json", "metrics.json"),
+            stage_params(
+                cfg,
+                "space",
+                supernet={k: cfg["supernet"][k] for k in ("bn_recal_batches", "batch_size")},
+                search={"budget": cfg["search"]["budget"], method: cfg["search"][method]},
+            ),
+        ),
+        (
+            "retrain",
+            {"space": space, "method": method},
+            {**cls, "cls_test": data["cls_test"], "best": srch / "best.json"},
+            files(ret, "model.pt", "metrics.json", "timing.json", "curve.csv"),
+            stage_params(cfg, "space", "retrain"),
+        ),
     ]
     for task in cfg["transfer"]["tasks"]:
         t = res / "transfer" / task / space / method
-        out.append(("transfer", {"task": task, "space": space, "method": method},
-                    {"scenes_train": data["scenes_train"], "scenes_val": data["scenes_val"], "model": ret / "model.pt"},
-                    {k: t / f"{k}.{e}" for k, e in (("metrics", "json"), ("timing", "json"), ("examples", "png"))},
-                    stage_params(cfg, "space", transfer={task: cfg["transfer"][task]})))
+        out.append(
+            (
+                "transfer",
+                {"task": task, "space": space, "method": method},
+                {"scenes_train": data["scenes_train"], "scenes_val": data["scenes_val"], "model": ret / "model.pt"},
+                files(t, "metrics.json", "timing.json", "examples.png"),
+                stage_params(cfg, "space", transfer={task: cfg["transfer"][task]}),
+            )
+        )
     return out
 
 
@@ -86,13 +121,15 @@ def main() -> int:
     shutil.rmtree(args.work, ignore_errors=True)
     res = args.work / "results" / cfg["study"]
     tag = args.device + ("-amp" if args.amp else "")
-    record: dict = {"device": tag, "params": str(args.params.relative_to(ROOT)) if args.params.is_relative_to(ROOT)
-                    else str(args.params), "torch": torch.__version__, "jobs": []}
+    record: dict = {
+        "device": tag,
+        "params": str(args.params.relative_to(ROOT)) if args.params.is_relative_to(ROOT) else str(args.params),
+        "torch": torch.__version__,
+        "jobs": [],
+    }
     if args.device == "cuda":
         record["gpu"] = torch.cuda.get_device_name(0)
     for rule, wildcards, inputs, outputs, params in jobs(cfg, res):
-        import importlib
-
         for p in outputs.values():
             p.parent.mkdir(parents=True, exist_ok=True)
         if args.device == "cuda":
@@ -110,7 +147,8 @@ def main() -> int:
             job["metrics"] = json.loads(outputs["metrics"].read_text())
         record["jobs"].append(job)
         shown = {k: v for k, v in job.get("metrics", {}).items() if isinstance(v, int | float)}
-        print(f"{tag:9s} {rule:16s} {json.dumps(wildcards):48s} {seconds:7.1f} s  {json.dumps(shown)[:100]}", flush=True)
+        line = f"{tag:9s} {rule:16s} {json.dumps(wildcards):48s} {seconds:7.1f} s  {json.dumps(shown)[:100]}"
+        print(line, flush=True)
     dest = ROOT / "benchmarks" / "results" / f"gpu_check-{tag}.json"
     dest.write_text(json.dumps(record, indent=1) + "\n")
     print(f"wrote {dest.relative_to(ROOT)}")
