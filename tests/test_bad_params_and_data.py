@@ -41,8 +41,8 @@ def one_line(text: str) -> str:
     ("text", "expected"),
     [
         ("retrain:\n  lr: .nan\n", "retrain.lr = nan is not allowed: must be a finite number"),
-        ("warmup:\n  lr: .inf\n", "warmup.lr = inf is not allowed"),
-        ("evolution:\n  nse:\n    alpha_lr: -.inf\n", "evolution.nse.alpha_lr = -inf is not allowed"),
+        ("supernet:\n  lr: .inf\n", "supernet.lr = inf is not allowed"),
+        ("evolution:\n  nse:\n    alpha_lr: .NaN\n", "evolution.nse.alpha_lr = nan is not allowed"),
     ],
 )
 def test_non_finite_floats_are_rejected(tmp_path: Path, text: str, expected: str) -> None:
