@@ -5,6 +5,10 @@ from nasstudy import config as nasconfig
 from nasstudy import pipeline
 
 try:
+    # Snakemake's own loader (used for --configfile) keeps the last of two equal keys and expands
+    # aliases; re-read every config file with nasstudy's, which refuses both, before validating.
+    for configfile_path in workflow.configfiles:
+        nasconfig.read_yaml(configfile_path)
     config.update(nasconfig.validate(dict(config)))
 except nasconfig.ParamsError as err:
     print(f"params error: {err}", file=sys.stderr)

@@ -51,7 +51,7 @@ def snakemake_command(params: Path | None, cores: str, extra: list[str]) -> list
 
 def check_params(path: Path | None) -> dict:
     """Validate before Snakemake starts: one line on stderr and exit code 2 on a bad file."""
-    if path is not None and not path.is_file():
+    if path is not None and not path.exists():  # a folder or a bad file: load_params says which
         print(f"params error: params file {path} does not exist", file=sys.stderr)
         raise SystemExit(2)
     try:

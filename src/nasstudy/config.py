@@ -8,6 +8,7 @@ allowed, fills the schema's defaults, and adds the few checks a schema cannot ex
 from __future__ import annotations
 
 import copy
+import math
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -33,20 +34,63 @@ def schema(name: str = "params") -> dict:
         return yaml.safe_load(f)
 
 
+class _Refused(Exception):
+    """Something valid YAML allows but a params file must not hold; read_yaml adds the file's name."""
+
+
+class ParamsLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that also refuses repeated keys and anchors/aliases.
+
+    Plain YAML keeps the last of two equal keys, silently dropping the first mapping; and aliases let a
+    few lines expand to gigabytes once validation walks the tree (an alias bomb). A params file needs
+    neither, so both stop the load with the line they are on, before anything is expanded.
+    """
+
+    def compose_node(self, parent, index):  # noqa: ANN001, ANN201 - PyYAML's signature
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            what = f"alias *{event.anchor}" if isinstance(event, yaml.AliasEvent) else f"anchor &{event.anchor}"
+            raise _Refused(f"has a YAML {what} (line {event.start_mark.line + 1}); anchors and aliases are not "
+                           f"allowed in params files, write the values out")  # fmt: skip
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):  # noqa: ANN001, ANN201 - PyYAML's signature
+        lines: dict = {}
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode):  # other keys are not hashable: PyYAML refuses them
+                key, line = self.construct_object(key_node), key_node.start_mark.line + 1
+                if key in lines:
+                    raise _Refused(f"repeats key '{key}' (lines {lines[key]} and {line}); each key may appear once")
+                lines[key] = line
+        return super().construct_mapping(node, deep)
+
+
 def read_yaml(path: str | Path) -> dict:
-    """Safe-load a params file; a missing, unreadable or non-mapping file is a ParamsError."""
+    """Load a params file with ParamsLoader; anything but a UTF-8 YAML mapping is a ParamsError."""
     path = Path(path)
+    if path.is_dir():
+        raise ParamsError(f"params file {path} is a folder, not a file; give the path of a YAML file")
     if not path.is_file():
         raise ParamsError(f"params file {path} does not exist")
     try:
-        with open(path) as f:
-            data = yaml.safe_load(f)
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ParamsError(
+            f"params file {path} is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
+            f"save it as UTF-8"
+        ) from None
+    except OSError as e:
+        raise ParamsError(f"params file {path} cannot be read: {e.strerror or e}") from None
+    try:
+        data = yaml.load(text, Loader=ParamsLoader)  # noqa: S506 - a SafeLoader subclass
+    except _Refused as e:
+        raise ParamsError(f"params file {path} {e}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         raise ParamsError(f"params file {path} is not valid YAML{where}: {getattr(e, 'problem', e)}") from None
     if data is None:
-        data = {}
+        raise ParamsError(f"params file {path} is empty (or only comments); it must hold a mapping of keys")
     if not isinstance(data, dict):
         raise ParamsError(f"params file {path} must hold a mapping of keys, found {type(data).__name__}")
     return data
@@ -73,6 +117,9 @@ def load_params(path: str | Path | None = None, defaults: str | Path = DEFAULT_P
 
 def validate(cfg: dict, schema_name: str = "params") -> dict:
     """Return `cfg` with the schema's defaults filled in, or raise ParamsError naming the first problem."""
+    bad = non_finite(cfg)
+    if bad is not None:
+        raise ParamsError(f"{key_name(bad[0])} = {bad[1]} is not allowed: must be a finite number (not nan or inf)")
     validator = Draft202012Validator(schema(schema_name))
     errors = sorted(validator.iter_errors(cfg), key=lambda e: (list(map(str, e.absolute_path)), e.validator))
     if errors:
@@ -82,6 +129,18 @@ def validate(cfg: dict, schema_name: str = "params") -> dict:
     if schema_name == "params":
         check_consistency(cfg)
     return cfg
+
+
+def non_finite(value: Any, path: tuple = ()) -> tuple[tuple, float] | None:
+    """(key path, value) of the first nan/inf float: JSON Schema's ranges let nan through (every
+    comparison with nan is false), and one nan learning rate turns a whole study into NaN models."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return path, value
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for k, v in items:
+        if (found := non_finite(v, (*path, k))) is not None:
+            return found
+    return None
 
 
 def key_name(path: Any) -> str:

@@ -72,6 +72,21 @@ class MixedPrecision:
             self.scaler.load_state_dict(state)
 
 
+class DivergedError(RuntimeError):
+    """A training loss became nan or inf: every later weight and score would be meaningless."""
+
+
+def finite_loss(loss: Tensor | float, where: str) -> float:
+    """`loss` as a float; nan/inf stops the job with one line naming `where` (the loop and its epoch)."""
+    value = float(loss.detach()) if isinstance(loss, Tensor) else float(loss)
+    if not math.isfinite(value):
+        raise DivergedError(
+            f"{where}: training loss became {value}; the weights diverged, so the job stops "
+            f"(lower the learning rate, or check the data for nan/inf values)"
+        )
+    return value
+
+
 def make_generator(seed: int, *names: object) -> torch.Generator:
     """A CPU torch.Generator seeded from the study seed and names (batch order, augmentation)."""
     g = torch.Generator()
@@ -205,7 +220,7 @@ def train_epoch(
         precision.step(loss, optimizer)
         if scheduler is not None:
             scheduler.step()
-        total_loss += float(loss.detach()) * len(y)
+        total_loss += finite_loss(loss, desc) * len(y)
         correct += int((out.argmax(1) == y).sum())
         seen += len(y)
     return total_loss / max(seen, 1), 100.0 * correct / max(seen, 1)

@@ -12,7 +12,6 @@ this module, or `DataError` from it, stays cheap.
 
 from __future__ import annotations
 
-import os
 import pickle
 import zipfile
 from pathlib import Path
@@ -24,6 +23,12 @@ CIFAR_LAYOUT = {
     "cifar100": "cifar-100-python/{train, test, meta}",
 }
 NPZ_LAYOUT = "an .npz with arrays 'images' (N,H,W,3 uint8) and 'labels' (N integers >= 0)"
+CIFAR_FILES = {  # name: (folder, meta file, label key, class-names key)
+    "cifar10": ("cifar-10-batches-py", "batches.meta", "labels", "label_names"),
+    "cifar100": ("cifar-100-python", "meta", "fine_labels", "fine_label_names"),
+}
+CIFAR_TRAIN = {"cifar10": [f"data_batch_{i}" for i in range(1, 6)], "cifar100": ["train"]}
+CIFAR_TEST = {"cifar10": ["test_batch"], "cifar100": ["test"]}
 FOLDER_LAYOUT = "root/<class name>/<image file> (ImageNet style, one folder per class)"
 # What reading a damaged or foreign pickle (or torchvision's reshape of its rows) can raise.
 _PICKLE_ERRORS = (pickle.UnpicklingError, OSError, EOFError, ValueError, KeyError, IndexError, TypeError,
@@ -37,28 +42,33 @@ class DataError(ValueError):
         super().__init__(" ".join(str(message).split()))
 
 
-def _cifar_class(name: str, folder: str):
-    """torchvision's CIFAR reader for `name`, reading from `folder` under root, without the md5 check.
+# The only globals a CIFAR batch or meta pickle refers to: numpy arrays (Python 2 and 3 numpy, protocols
+# 2-5) and the bytes that Python 3's protocol 2 writes through _codecs.encode. Anything else (os.system,
+# builtins.eval, ...) is refused before it is called, so a crafted file in the data folder cannot run code.
+_CIFAR_GLOBALS = {
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+}  # fmt: skip
 
-    torchvision compares every batch file with the md5 of the official release. That rejects any file that
-    holds the same layout but other content (a subset, a re-packed or test-written batch), so this subclass
-    only checks that the files of the requested split and the meta file exist; the pickles are still read
-    by torchvision's own code. The meta md5 is set to None, which torchvision's `check_integrity` treats as
-    "exists".
-    """
-    from torchvision.datasets import CIFAR10, CIFAR100
 
-    base = {"cifar10": CIFAR10, "cifar100": CIFAR100}[name]
+class _CifarUnpickler(pickle.Unpickler):
+    """pickle.Unpickler restricted to `_CIFAR_GLOBALS`: dicts, lists, strings, numbers and numpy arrays."""
 
-    class _AnyContentCIFAR(base):
-        base_folder = folder
-        meta = {**base.meta, "md5": None}
+    def find_class(self, module: str, name: str):  # noqa: ANN201 - pickle's signature
+        if (module, name) not in _CIFAR_GLOBALS:
+            raise pickle.UnpicklingError(f"refused global {module}.{name} (a CIFAR batch holds only numpy arrays)")
+        return super().find_class(module, name)
 
-        def _check_integrity(self) -> bool:
-            files = self.train_list if self.train else self.test_list
-            return all(os.path.isfile(os.path.join(self.root, self.base_folder, f)) for f, _ in files)
 
-    return _AnyContentCIFAR
+def _read_cifar_pickle(path: Path) -> dict:
+    """One CIFAR batch/meta file as a dict with str keys (latin1, as torchvision reads the official files)."""
+    with open(path, "rb") as f:
+        entry = _CifarUnpickler(f, encoding="latin1").load()
+    if not isinstance(entry, dict):
+        raise ValueError(f"{path.name} holds a {type(entry).__name__}, not a dict")
+    return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in entry.items()}  # Python 3 writers
 
 
 def load_cifar(root: str | Path, name: str = "cifar10", train: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -66,8 +76,9 @@ def load_cifar(root: str | Path, name: str = "cifar10", train: bool = True) -> t
     `root/cifar-100-python/`), or `root` itself being that folder.
 
     Returns the training batches (all five for CIFAR-10) or the test batch, in file order; CIFAR-100 gives
-    the fine labels. Pickle files can run code when loaded, so only point this at files you trust (the same
-    holds for torchvision, which reads them here).
+    the fine labels. The pickles are read with a restricted unpickler (numpy arrays and plain types only),
+    so a crafted file cannot run code; file contents are not compared with the official md5s, so a subset
+    or re-packed batch in the same layout loads too.
     """
     if name not in CIFAR_LAYOUT:
         raise ValueError(f"name must be one of {sorted(CIFAR_LAYOUT)}, got {name!r}")
@@ -75,19 +86,18 @@ def load_cifar(root: str | Path, name: str = "cifar10", train: bool = True) -> t
     layout = CIFAR_LAYOUT[name]
     if not root.is_dir():
         raise DataError(f"{root}: folder not found; expected {layout} under it")
-    from torchvision.datasets import CIFAR10, CIFAR100
-
-    tv = {"cifar10": CIFAR10, "cifar100": CIFAR100}[name]
-    split_files = [f for f, _ in (tv.train_list if train else tv.test_list)] + [tv.meta["filename"]]
-    folder = tv.base_folder if (root / tv.base_folder).is_dir() else ""
-    missing = [f for f in split_files if not (root / folder / f).is_file()]
+    base, meta, label_key, names_key = CIFAR_FILES[name]
+    batches = CIFAR_TRAIN[name] if train else CIFAR_TEST[name]
+    folder = base if (root / base).is_dir() else ""
+    missing = [f for f in (*batches, meta) if not (root / folder / f).is_file()]
     if missing:
         raise DataError(f"{root / folder}: missing {', '.join(missing)}; expected {name} layout {layout}")
     try:
-        ds = _cifar_class(name, folder)(root, train=train, download=False)
-        images = np.ascontiguousarray(ds.data)
-        labels = np.asarray(ds.targets, dtype=np.int64)
-        num_classes = len(ds.classes)
+        entries = [_read_cifar_pickle(root / folder / f) for f in batches]
+        images = np.vstack([e["data"] for e in entries]).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+        images = np.ascontiguousarray(images)
+        labels = np.asarray([v for e in entries for v in e[label_key]], dtype=np.int64)
+        num_classes = len(_read_cifar_pickle(root / folder / meta)[names_key])
     except _PICKLE_ERRORS as e:
         what = f"{type(e).__name__}: {e}"
         raise DataError(f"{root / folder}: corrupt or unreadable {name} pickle ({what}); expected {layout}") from e
@@ -156,12 +166,35 @@ def load_image_folder(root: str | Path, image_size: int) -> tuple[np.ndarray, np
     images = np.empty((len(ds.samples), s, s, 3), np.uint8)
     for i, (path, _) in enumerate(ds.samples):
         try:
-            img = ds.loader(path)
+            with Image.open(path) as im:
+                img = to_rgb8(im, path)
         except (OSError, ValueError, SyntaxError) as e:
+            if isinstance(e, DataError):
+                raise
             raise DataError(f"{path}: corrupt or unreadable image ({e}); expected {FOLDER_LAYOUT}") from e
-        images[i] = np.asarray(img.convert("RGB").resize((s, s), Image.BILINEAR))
+        images[i] = np.asarray(img.resize((s, s), Image.BILINEAR))
     labels = np.asarray(ds.targets, dtype=np.int64)
     return images, labels, list(ds.classes)
+
+
+def to_rgb8(image, path: str | Path):  # noqa: ANN001, ANN201 - PIL images; PIL is imported lazily
+    """`image` as 8-bit RGB, decoded fully (a truncated file fails here).
+
+    `convert("RGB")` clips 16- and 32-bit integer pixels (modes I;16, I) at 255, so a 16-bit PNG came out
+    pure white: those are scaled from 0..65535 to 0..255 instead. Float images (mode F) and integers
+    outside 0..65535 have no agreed range and are refused with a DataError naming the file.
+    """
+    from PIL import Image
+
+    if image.mode == "F":
+        raise DataError(f"{path}: 32-bit float image (mode F) has no agreed pixel range; save it as 8- or 16-bit")
+    if image.mode.startswith("I"):
+        pixels = np.asarray(image).astype(np.int64)
+        low, high = int(pixels.min(initial=0)), int(pixels.max(initial=0))
+        if low < 0 or high > 65535:
+            raise DataError(f"{path}: {image.mode} image with values {low}..{high}; expected 8- or 16-bit pixels")
+        return Image.fromarray(np.rint(pixels / 257.0).astype(np.uint8), "L").convert("RGB")
+    return image.convert("RGB")
 
 
 def train_val_indices(

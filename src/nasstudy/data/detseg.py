@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from nasstudy.data.classification import DataError
+from nasstudy.data.classification import DataError, to_rgb8
 
 COCO_LAYOUT = "root/annotations/instances_<split>.json and root/<split>/<file_name> images"
 VOC_LAYOUT = (
@@ -83,8 +83,10 @@ def _open_rgb(path: Path, listed_in: Path) -> Image.Image:
         raise DataError(f"{path}: image missing (listed in {listed_in})")
     try:
         with Image.open(path) as im:
-            return im.convert("RGB")  # convert() decodes fully, so truncated files fail here
+            return to_rgb8(im, path)  # decodes fully, so truncated files fail here
     except (OSError, ValueError, SyntaxError) as e:
+        if isinstance(e, DataError):
+            raise
         raise DataError(f"{path}: corrupt or unreadable image ({e})") from e
 
 
@@ -122,6 +124,7 @@ def read_coco(ann_file: str | Path):
     image_ids = {im["id"] for im in data["images"]}
     cat_ids = {c["id"] for c in data["categories"]}
     for a in data["annotations"]:
+        _check_bbox(a, ann_file)
         if a.get("image_id") not in image_ids:
             raise DataError(f"{ann_file}: annotation {a.get('id')} points at image_id {a.get('image_id')}, not listed")
         if a.get("category_id") not in cat_ids:
@@ -131,6 +134,23 @@ def read_coco(ann_file: str | Path):
     with contextlib.redirect_stdout(io.StringIO()):
         coco.createIndex()
     return coco
+
+
+def _is_number(v: object) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(v)
+
+
+def _check_bbox(a: dict, ann_file: Path) -> None:
+    """A COCO bbox is [x, y, width, height] of finite numbers with width, height >= 0 (strings would be
+    concatenated by `x + w`, negative sizes give inverted boxes); `area`, when given, is a number."""
+    box = a.get("bbox")
+    if not (isinstance(box, list) and len(box) == 4 and all(map(_is_number, box)) and min(box[2:]) >= 0):
+        raise DataError(
+            f"{ann_file}: annotation {a.get('id')} has bbox {box!r}; expected [x, y, width, height], "
+            f"4 finite numbers with width and height >= 0"
+        )
+    if "area" in a and not _is_number(a["area"]):
+        raise DataError(f"{ann_file}: annotation {a.get('id')} has area {a['area']!r}; expected a finite number")
 
 
 def coco_categories(coco) -> tuple[list[str], dict[int, int]]:
@@ -251,6 +271,9 @@ def read_voc_xml(xml: Path, include_difficult: bool = True) -> dict:
         if not include_difficult and int(_num(obj, "difficult", xml) if obj.find("difficult") is not None else 0):
             continue
         xmin, ymin, xmax, ymax = (_num(box, t, xml) for t in ("xmin", "ymin", "xmax", "ymax"))
+        if not (xmin <= xmax and ymin <= ymax) or not np.isfinite([xmin, ymin, xmax, ymax]).all():
+            raise DataError(f"{xml}: object {name!r} has bndbox {xmin:g},{ymin:g},{xmax:g},{ymax:g}; "
+                            f"expected finite xmin <= xmax and ymin <= ymax")  # fmt: skip
         objects.append((name, [xmin - 1, ymin - 1, xmax, ymax]))
     size = tree.find("size")
     wh = (int(_num(size, "width", xml)), int(_num(size, "height", xml))) if size is not None else None

@@ -51,6 +51,7 @@ def classification_splits(data: dict, seed: int) -> tuple[dict[str, Split], list
             splits[key] = make_classification(int(n), size, c, make_rng(seed, STAGE, key))
         return splits, shape_names(c)
     (train, test), names = _read_classification(data)
+    _check_classes(train[1], names, data)
     for what, (images, labels) in (("training", train), ("test", test)):
         _check_arrays(images, labels, data, f"{data['root']} ({what} set)")
     return _subsets(train, test, data, seed), names or [f"class_{i}" for i in range(c)]
@@ -69,6 +70,18 @@ def _read_classification(data: dict) -> tuple[tuple[Split, Split], list[str] | N
     if test_names != names:
         raise DataError(f"{root / 'val'}: classes {test_names} differ from {root / 'train'}'s {names}")
     return (tuple(train), tuple(test)), names
+
+
+def _check_classes(labels: np.ndarray, names: list[str] | None, data: dict) -> None:
+    """The data must hold data.num_classes classes: with fewer (one class folder, say) every model
+    scores 100% and the study looks perfect; with more, labels would not fit the classifier."""
+    c, root = int(data["num_classes"]), data["root"]
+    if names is not None and len(names) != c:
+        listed = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+        raise DataError(f"{root}: {len(names)} classes ({listed}) but data.num_classes = {c}; they must match")
+    found = len(np.unique(labels))
+    if found < c:
+        raise DataError(f"{root}: the training set has only {found} of data.num_classes = {c} classes")
 
 
 def _check_arrays(images: np.ndarray, labels: np.ndarray, data: dict, where: str) -> None:
@@ -125,6 +138,12 @@ def scene_splits(data: dict, seed: int) -> tuple[dict[str, dict[str, np.ndarray]
             raise DataError(f"{root} ({split}): data.{key.replace('scenes', 'scene')} = {wanted[key]}, it has {n}")
         idx = np.sort(make_rng(seed, STAGE, key, "subset").permutation(n)[: wanted[key]])
         scenes[key] = subset_scenes(sc, idx)
+        if not len(scenes[key]["boxes"]):  # detection would train or score on nothing: mAP 0.00, no word
+            raise DataError(
+                f"{root} ({split}): the {len(idx)} scenes used hold no usable box (of {len(sc['boxes'])} in the "
+                f"split's {n} images): every box is missing, crowd, outside the image or under 1 px at "
+                f"scene_size {size}"
+            )
     return scenes, list(names or [])
 
 

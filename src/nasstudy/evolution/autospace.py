@@ -29,7 +29,7 @@ from nasstudy.evolution.nse import resume_round, weight_training
 from nasstudy.spaces.mobile import MobileSpace, Supernet, position_shapes
 from nasstudy.spaces.mobile_ops import parse_op, position_cost
 from nasstudy.tracking import Tracker
-from nasstudy.training import ClsData, MixedPrecision, iterate_batches, recal_subset, score_arch
+from nasstudy.training import ClsData, MixedPrecision, finite_loss, iterate_batches, recal_subset, score_arch
 
 __all__ = ["AutoSpaceConfig", "AutoSpaceResult", "FlopsModel", "autospace_round", "references"]
 
@@ -214,7 +214,7 @@ def autospace_round(
                 loss = F.cross_entropy(out, y)
             precision.step(loss, optimizer)
             scheduler.step()
-            loss_sum += float(loss.detach()) * len(y)
+            loss_sum += finite_loss(loss, label) * len(y)
             correct += int((out.argmax(1) == y).sum())
             seen += len(y)
             step += 1
@@ -230,7 +230,7 @@ def autospace_round(
                 (grad,) = torch.autograd.grad(a_loss, [alpha])
                 alpha.grad = grad * mask
                 arch_opt.step()
-                arch_ce.append(float(ce.detach()))
+                arch_ce.append(finite_loss(ce, f"{label} (architecture step)"))
         rel = _relative(alpha, refs)
         with torch.no_grad():
             w = _weights(alpha, mask)

@@ -54,7 +54,16 @@ from nasstudy.evolution.nse_front import FrontRow, NSEConfig, pareto_mask, sampl
 from nasstudy.spaces.mobile import MobileSpace, Supernet, position_shapes
 from nasstudy.spaces.mobile_ops import global_pool, position_cost
 from nasstudy.tracking import Tracker
-from nasstudy.training import BatchCycle, ClsData, MixedPrecision, iterate_batches, recal_subset, score_arch, sgd_cosine
+from nasstudy.training import (
+    BatchCycle,
+    ClsData,
+    MixedPrecision,
+    finite_loss,
+    iterate_batches,
+    recal_subset,
+    score_arch,
+    sgd_cosine,
+)
 
 P_MIN = 5e-4  # their clamp: p = sigmoid(α) · 0.999 + 5e-4
 
@@ -261,7 +270,7 @@ def nse_round(
                 loss = F.cross_entropy(out, y)
             precision.step(loss, optimizer)
             scheduler.step()
-            loss_sum += float(loss.detach()) * len(y)
+            loss_sum += finite_loss(loss, label) * len(y)
             correct += int((out.argmax(1) == y).sum())
             seen += len(y)
             step += 1
@@ -271,7 +280,7 @@ def nse_round(
                 (grad,) = torch.autograd.grad(a_loss, [alpha])
                 alpha.grad = grad * torch.as_tensor(alive, device=grad.device)
                 arch_opt.step()
-                arch_ce.append(ce)
+                arch_ce.append(finite_loss(ce, f"{label} (architecture step)"))
                 drop_candidates(alpha, alive, active, protected, cfg.drop_threshold, drops, step)
         with torch.no_grad():
             probs = torch.sigmoid(alpha).cpu().numpy()

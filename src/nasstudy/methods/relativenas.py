@@ -232,7 +232,7 @@ def train_on_path(
     import torch.nn.functional as F
     from torch import nn
 
-    from nasstudy.training import iterate_batches
+    from nasstudy.training import finite_loss, iterate_batches
 
     if len(train_data) == 0:
         raise ValueError("train_on_path needs a non-empty train split")
@@ -250,7 +250,7 @@ def train_on_path(
             if grad_clip is not None:
                 nn.utils.clip_grad_norm_(net.parameters(), grad_clip)
             optimizer.step()
-            total += float(loss.detach())
+            total += finite_loss(loss, f"relativenas path training step {done + 1}/{steps}")
             done += 1
             if done == steps:
                 break

@@ -22,7 +22,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from tqdm import tqdm
 
 from nasstudy.checkpoint import NO_CHECKPOINT, Checkpoint, capture, restore
-from nasstudy.training import MixedPrecision
+from nasstudy.training import MixedPrecision, finite_loss
 from nasstudy.transfer.backbone import (
     EXAMPLES,
     FPNBackbone,
@@ -156,7 +156,7 @@ def train_detector(
             sched.step()
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach())
-            sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
+            sums["loss"] = sums.get("loss", 0.0) + finite_loss(loss, f"detection epoch {epoch}/{epochs}")
         means = {f"train_{k}": v / len(batches) for k, v in sums.items()}
         tracker.log_metrics(means, step=epoch)
         losses.append(means["train_loss"])

@@ -22,7 +22,7 @@ from torchvision.models.segmentation.lraspp import LRASPPHead
 from tqdm import tqdm
 
 from nasstudy.checkpoint import NO_CHECKPOINT, Checkpoint, capture, restore
-from nasstudy.training import MixedPrecision
+from nasstudy.training import MixedPrecision, finite_loss
 from nasstudy.transfer.backbone import (
     EXAMPLES,
     FPNBackbone,
@@ -137,7 +137,7 @@ def train_segmenter(
                 loss = F.cross_entropy(model(x.to(device)), y.to(device))
             precision.step(loss, opt)
             sched.step()
-            total += float(loss.detach())
+            total += finite_loss(loss, f"segmentation epoch {epoch}/{epochs}")
         losses.append(total / len(batches))
         tracker.log_metrics({"train_loss": losses[-1]}, step=epoch)
         checkpoint.save(
