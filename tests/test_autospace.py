@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-from dataclasses import astuple
 
 import numpy as np
 import pytest
 import torch
 
 from nasstudy.evolution.autospace import FITNESS_COLUMNS, AutoSpaceConfig, autospace_round, references
-from nasstudy.evolution.autospace_ops import DILATIONS, EXPANDS, KERNELS, mutate_op, op_name
+from nasstudy.evolution.autospace_ops import evolve_position, mutate_op
 from nasstudy.spaces.mobile import MobileSpace, Supernet, initial_state
-from nasstudy.spaces.mobile_ops import parse_op
 from nasstudy.tracking import MemoryTracker
 from nasstudy.training import ClsData
 from nasstudy.utils import make_rng
@@ -84,41 +82,32 @@ def test_reference_survives_every_generation(three_gens):
     assert np.isfinite(three_gens[-1].summary["expected_flops"])
 
 
-def test_mutants_are_new_ops_that_build_and_run(three_gens):
-    pool = set(SPACE_CFG["pool"])
-    new = {r["op"] for res in three_gens for r in res.fitness if r["status"] == "new"}
-    assert new - pool, "mutation should create ops the initial pool lacked"
+def test_mutants_are_new_graph_cells_that_build_and_run(three_gens):
+    from nasstudy.spaces.mobile_cells import parse_cell
+    from nasstudy.spaces.mobile_ops import as_cell
+
+    new = [r["op"] for res in three_gens for r in res.fitness if r["status"] == "new"]
+    assert new and all(parse_cell(op).name == op for op in new)  # canonical graph cells, not MBConv ops
+    assert any(parse_cell(op).nodes > 2 for op in new), "mutation should grow graphs, not only swap one op"
     x = _data(2, 5).images
     for res in three_gens:
         space = MobileSpace(SPACE_CFG, res.state)  # the pipeline's space accepts the learned state as it is
         assert space.flops(space.sample(np.random.default_rng(0))) > 0
         members = [[m["op"] for m in p["population"]] for p in res.state["positions"]]
+        # One cell per member: a mutant never duplicates a member, not even an MBConv op's one-edge cell.
+        assert all(len({as_cell(op).name for op in ops}) == len(ops) for ops in members)
         net = Supernet(SPACE_CFG, members).eval()
         with torch.no_grad():
             for j in range(max(len(m) for m in members)):
                 ops = [[m[j % len(m)]] for m in members]
                 assert torch.isfinite(net(x, ops)).all()
-    # Every name mutation can produce, at the smallest resolution of the space.
-    grid = [op_name(k, e, d) for k in KERNELS for e in EXPANDS for d in DILATIONS]
-    assert [parse_op(op) for op in grid]
-    net = Supernet(SPACE_CFG, [grid] * 3).eval()
-    with torch.no_grad():
-        assert torch.isfinite(net(x, [grid] * 3)).all()
 
 
-def test_mutation_is_one_local_step():
+def test_mutate_op_reads_mbconv_ops_and_cells():
     rng = np.random.default_rng(0)
-    for parent in ("mb3_e1", "mb11_e6_d3", "mb5_e4", "mb3_e3_d2"):
-        for _ in range(20):
-            child = mutate_op(parent, rng)
-            a, b = parse_op(parent), parse_op(child)
-            assert child != parent and op_name(b.kernel, b.expand, b.dilation) == child
-            moved = [
-                (new, grid)
-                for old, new, grid in zip(astuple(a), astuple(b), (KERNELS, EXPANDS, DILATIONS))
-                if old != new
-            ]
-            assert len(moved) == 1 and moved[0][0] in moved[0][1]  # one attribute, onto its grid (e4 is off-grid)
+    for parent in ("mb3_e1", "mb11_e6_d3", "mb5_e4", "g3_0k5_0id-1k3d2"):
+        children = {mutate_op(parent, rng) for _ in range(20)}
+        assert all(c.startswith("g") for c in children) and len(children) > 5
 
 
 def test_budget_term_moves_towards_the_budget(data):
@@ -178,3 +167,66 @@ def test_weighted_forward_is_the_softmax_weighted_sum():
             h = out + h if pos.residual else out
         want = net.classifier(global_pool(net.head(h)))
         assert torch.allclose(_forward(net, x, alpha, sel, members, detach=True), want, atol=1e-5)
+
+
+# evolve_position, the generation-end rule, on its own: fitness update, survival, ranking, size.
+REF = "mb3_e3"
+POP = [REF, "g3_0k5_0id-1k3d2", "mb5_e1", "g1_0max_0c1-1avg", "g6_0k3", "g3_0k3_1c1"]
+
+
+def _evolve(fitness, rel, evidence=None, keep_top=3, **knobs):
+    cfg = AutoSpaceConfig.from_params({"population": 6, "n_mutants": 2, "survive_margin": 1.0, **knobs})
+    members = [{"op": op, "fitness": float(f), "age": 1} for op, f in zip(POP, fitness)]
+    evidence = np.ones(len(POP), bool) if evidence is None else np.asarray(evidence)
+    picks = np.arange(len(POP))
+    return evolve_position(members, ["mb7_e3"], REF, np.asarray(rel, float), evidence, picks, cfg, keep_top,
+                           np.random.default_rng(0))  # fmt: skip
+
+
+def test_evolve_position_updates_fitness_only_on_evidence_and_ranks_by_it():
+    state, rows = _evolve([0, 0.4, 0.6, 2.0, 0.2, 0.2], [0, 1.0, 0.6, -4.0, 0.2, 9.0], [1, 1, 1, 1, 1, 0])
+    fit = {r["op"]: r["fitness"] for r in rows if r["status"] != "new"}
+    # (1 - 0.5) * old + 0.5 * relative alpha; the last member had no evidence and keeps its fitness.
+    assert fit == {REF: 0.0, POP[1]: 0.7, POP[2]: 0.6, POP[3]: -1.0, POP[4]: 0.2, POP[5]: 0.2}
+    status = {r["op"]: r["status"] for r in rows if r["status"] != "new"}
+    # -1.0 is not below -margin, but at least n_mutants = 2 go: the two weakest (a tie: the earlier one).
+    assert [op for op, s in status.items() if s == "dropped"] == [POP[3], POP[4]]
+    # The top keep_top by fitness, the reference forced into the last place.
+    assert state["active"] == [POP[1], POP[2], REF]
+    new = [r["op"] for r in rows if r["status"] == "new"]
+    assert state["queue"] == [POP[5], *new, "mb7_e3"]  # the rest by fitness, new mutants, untried ops
+    assert [m["op"] for m in state["population"]] == [REF, POP[1], POP[2], POP[5], *new]
+    assert [m["age"] for m in state["population"]] == [2, 2, 2, 2, 0, 0]
+
+
+def test_evolve_position_keeps_the_reference_whatever_the_fitness():
+    # Every candidate beats the reference: it still survives, in the active list's last place.
+    state, rows = _evolve([0, 3, 2, 4, 5, 6], [0, 3, 2, 4, 5, 6], keep_top=2)
+    assert state["active"] == [POP[5], REF] and state["reference"] == REF
+    assert {"op": REF, "fitness": 0.0, "age": 2} in state["population"]
+    # Every candidate far below the reference: all are replaced, the learned space is the reference alone.
+    state, rows = _evolve([0, -3, -2, -4, -5, -6], [0, -3, -2, -4, -5, -6], n_mutants=1)
+    assert state["active"] == [REF] and sum(r["status"] == "dropped" for r in rows) == 5
+    assert len(state["population"]) == 6 and state["population"][0]["op"] == REF
+
+
+def test_budget_term_penalises_the_costly_cells_and_they_drop_out():
+    from nasstudy.evolution.autospace import FlopsModel, _relative, budget_penalty
+
+    members = [POP] * 3
+    flops = FlopsModel(SPACE_CFG, members, len(POP))
+    cost = flops.cost.sum(0)  # a member's MACs summed over the positions
+    alpha = torch.zeros(3, len(POP), requires_grad=True)
+    mask = torch.ones(3, len(POP), dtype=torch.bool)
+    cfg = AutoSpaceConfig(flops_target=flops.fixed + flops.cost.min(1).sum(), flops_lambda=1e-9)
+    opt = torch.optim.Adam([alpha], lr=0.1)
+    for _ in range(20):
+        opt.zero_grad()
+        budget_penalty(alpha, mask, flops, cfg).backward()
+        opt.step()
+    rel = _relative(alpha, [0, 0, 0]).mean(0)
+    costly = [POP[j] for j in range(1, 6) if cost[j] > cost[0]]  # costlier than the reference (3 of 5)
+    assert len(costly) == 3 and all((rel[j] < 0) == (POP[j] in costly) for j in range(1, 6))
+    state, rows = _evolve([0] * 6, rel, n_mutants=3)  # the three weakest go: exactly the costly ones
+    assert [r["op"] for r in rows if r["status"] == "dropped"] == costly
+    assert REF in state["active"] and not set(costly) & set(state["queue"])

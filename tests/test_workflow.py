@@ -161,6 +161,8 @@ def test_autospace_space_runs_end_to_end(tmp_path: Path) -> None:
     res = project / "results" / "default"
     state = json.loads((res / "space" / "autospace" / "gen2" / "space_state.json").read_text())
     assert all(p["reference"] in p["active"] for p in state["positions"])
+    # Graph cells (mutants) reach the learned space, so warmup, search and retrain ran on them.
+    assert any(op.startswith("g") for p in state["positions"] for op in p["active"])
     best = json.loads((res / "search" / "autospace" / "random" / "best.json").read_text())
     assert best["space"] == "autospace" and (res / "transfer" / "segmentation" / "autospace" / "random").is_dir()
     summary = (res / "report" / "summary.md").read_text()

@@ -1,14 +1,15 @@
 """AutoSpace (Zhou et al., ICCV 2021), one generation per call (DESIGN.md §5; choices in docs/autospace.md).
 
 No code was released; we build it from the pipeline figure. Every position keeps a *population* of
-candidate ops, each with a fitness score. A generation trains a fresh supernet holding every member:
+cells (small DAGs of primitive ops, `spaces/mobile_cells.py`; an MBConv op is a one-edge cell),
+each with a fitness score. A generation trains a fresh supernet holding every member:
 per weight step each position stacks its reference op plus K members picked by tournament on
 fitness, and outputs the softmax(α)-weighted sum of their outputs; α (one logit per (position,
 member), the differentiable fitness score) steps by Adam on a held-out part of train every
 `alpha_every` weight steps, optionally with a FLOPs budget term. At the end, each member's fitness
 moves towards its α relative to the reference op's α (the yardstick: the reference always stays, at
 fitness 0); members far below the reference, and at least `n_mutants` of the weakest, are replaced
-by local mutants of tournament-picked fit members (new kernel / expansion / dilation), and the top
+by local mutants of tournament-picked fit members (one edge op, expansion, edge or node changed), and the top
 `keep_top` by fitness (the reference always among them) become the learned space's active ops.
 """
 
@@ -27,11 +28,11 @@ from nasstudy.checkpoint import NO_CHECKPOINT, Checkpoint, capture
 from nasstudy.evolution.autospace_ops import AutoSpaceConfig, evolve_position, start_population, tournament
 from nasstudy.evolution.nse import resume_round, weight_training
 from nasstudy.spaces.mobile import MobileSpace, Supernet, position_shapes
-from nasstudy.spaces.mobile_ops import parse_op, position_cost
+from nasstudy.spaces.mobile_ops import check_op, position_cost
 from nasstudy.tracking import Tracker
 from nasstudy.training import ClsData, MixedPrecision, finite_loss, iterate_batches, recal_subset, score_arch
 
-__all__ = ["AutoSpaceConfig", "AutoSpaceResult", "FlopsModel", "autospace_round", "references"]
+__all__ = ["AutoSpaceConfig", "AutoSpaceResult", "FlopsModel", "autospace_round", "budget_penalty", "references"]
 
 FITNESS_COLUMNS = ["position", "op", "fitness", "status", "alpha", "picks", "active", "parent"]
 ADAM_BETAS = (0.5, 0.999)  # DARTS' architecture optimiser
@@ -90,7 +91,7 @@ def references(state: dict, cfg: AutoSpaceConfig) -> list[str]:
             raise ValueError(
                 f"position {i} has no active op to take as the reference; set evolution.autospace.reference"
             )
-        parse_op(op)
+        check_op(op)
         out.append(op)
     return out
 
@@ -126,6 +127,12 @@ def _forward(
 def _weights(alpha: Tensor, mask: Tensor) -> Tensor:
     """softmax(α) over each position's members (padding gets weight 0)."""
     return torch.softmax(alpha.masked_fill(~mask, float("-inf")), dim=1)
+
+
+def budget_penalty(alpha: Tensor, mask: Tensor, flops: FlopsModel, cfg: AutoSpaceConfig) -> Tensor:
+    """λ·(E[MACs] − target)², E over every member by softmax(α): above the target it lowers the α of
+    the members that cost more than the expectation, below it those that cost less."""
+    return cfg.flops_lambda * (flops.expected(_weights(alpha, mask)) - cfg.flops_target) ** 2
 
 
 def _relative(alpha: Tensor, refs: list[int]) -> np.ndarray:
@@ -224,9 +231,7 @@ def autospace_round(
                 for i, idx in enumerate(sel):
                     picks[i, idx] += 1
                 ce = F.cross_entropy(_forward(net, hx, alpha, sel, members, detach=False), hy)
-                a_loss = ce
-                if budget:
-                    a_loss = ce + cfg.flops_lambda * (flops.expected(_weights(alpha, mask)) - cfg.flops_target) ** 2
+                a_loss = ce + budget_penalty(alpha, mask, flops, cfg) if budget else ce
                 (grad,) = torch.autograd.grad(a_loss, [alpha])
                 alpha.grad = grad * mask
                 arch_opt.step()

@@ -10,12 +10,10 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from nasstudy.spaces.mobile_ops import parse_op
+from nasstudy.spaces.mobile_cells import mutate_cell
+from nasstudy.spaces.mobile_ops import as_cell, check_op
 from nasstudy.utils import config_from_params
 
-KERNELS = (3, 5, 7, 9, 11)
-EXPANDS = (1, 3, 6)
-DILATIONS = (1, 2, 3)
 MUTATION_TRIES = 50  # walk steps per missing member before the population is left one short
 
 
@@ -54,7 +52,7 @@ class AutoSpaceConfig:
                 _bad("reference", self.reference, "must be a list of op names, one per position")
             for op in self.reference:
                 try:
-                    parse_op(op)
+                    check_op(op)
                 except ValueError as e:
                     _bad("reference", self.reference, str(e))
             object.__setattr__(self, "reference", tuple(self.reference))
@@ -95,27 +93,15 @@ def _bad(key: str, value: object, why: str) -> None:
     raise ValueError(f"evolution.autospace.{key} = {value!r} {why}")
 
 
-def op_name(kernel: int, expand: int, dilation: int = 1) -> str:
-    """The canonical name `parse_op` reads back: `mb{k}_e{e}`, with `_d{d}` only when dilated."""
-    return f"mb{kernel}_e{expand}" if dilation == 1 else f"mb{kernel}_e{expand}_d{dilation}"
-
-
-def _neighbours(cur: int, grid: tuple[int, ...]) -> list[int]:
-    """Grid values next to `cur` (one step down, one up); an off-grid value moves to the grid values around it."""
-    lower = [v for v in grid if v < cur]
-    upper = [v for v in grid if v > cur]
-    return ([lower[-1]] if lower else []) + ([upper[0]] if upper else [])
+def cell_key(op: str) -> str:
+    """The canonical cell name of an op: one key per distinct cell (`mb3_e3` and `g3_0k3` are one)."""
+    return as_cell(op).name
 
 
 def mutate_op(op: str, rng: np.random.Generator) -> str:
-    """A local mutation: kernel, expansion or dilation moves one step on its grid (3..11, 1/3/6, 1..3)."""
-    spec = parse_op(op)
-    moves = [(v, spec.expand, spec.dilation) for v in _neighbours(spec.kernel, KERNELS)]
-    moves += [(spec.kernel, v, spec.dilation) for v in _neighbours(spec.expand, EXPANDS)]
-    moves += [(spec.kernel, spec.expand, v) for v in _neighbours(spec.dilation, DILATIONS)]
-    child = op_name(*moves[int(rng.integers(len(moves)))])
-    parse_op(child)  # every name we create must read back
-    return child
+    """A local mutation of the cell `op` stands for (an MBConv op is its one-edge cell): one
+    change of edge op, expansion, edge or node (`mutate_cell`); the child's canonical name."""
+    return mutate_cell(as_cell(op), rng)[0].name
 
 
 def tournament(candidates: list[int], scores: np.ndarray, n: int, size: int, rng: np.random.Generator) -> list[int]:
@@ -129,7 +115,8 @@ def tournament(candidates: list[int], scores: np.ndarray, n: int, size: int, rng
 
 
 def _mutants(members: list[dict], taken: set[str], count: int, size: int, rng: np.random.Generator) -> list[dict]:
-    """`count` new members, each a mutation of a tournament-picked parent, none already in `taken`.
+    """`count` new members, each a mutation of a tournament-picked parent, none whose cell is in `taken`
+    (a set of `cell_key`s, updated).
 
     A child that is already taken takes one more local step (a short random walk), so a used-up
     neighbourhood is left rather than the population shrinking; after MUTATION_TRIES steps it gives up.
@@ -140,7 +127,7 @@ def _mutants(members: list[dict], taken: set[str], count: int, size: int, rng: n
         parent = members[tournament(list(range(len(members))), scores, 1, size, rng)[0]]["op"]
         child = mutate_op(parent, rng)
         for _ in range(MUTATION_TRIES):
-            if child not in taken:
+            if child not in taken:  # children are canonical cell names, i.e. their own keys
                 taken.add(child)
                 out.append({"op": child, "fitness": 0.0, "age": 0, "parent": parent})
                 break
@@ -167,9 +154,7 @@ def start_population(
     if reference not in chosen:
         chosen = [reference, *chosen[: size - 1]]
     members = [{"op": op, "fitness": 0.0, "age": 0} for op in chosen]
-    for op in chosen:
-        parse_op(op)
-    fill = _mutants(members, set(chosen), size - len(members), tsize, rng)
+    fill = _mutants(members, {cell_key(op) for op in chosen}, size - len(members), tsize, rng)
     members += [{k: m[k] for k in ("op", "fitness", "age")} for m in fill]
     return members, [op for op in ops if op not in chosen]
 
@@ -207,7 +192,7 @@ def evolve_position(
         for j, m in enumerate(members)
         if j not in out
     ]
-    taken = {m["op"] for m in members}
+    taken = {cell_key(m["op"]) for m in members}
     new = _mutants(survivors, taken, size - len(survivors), cfg.tournament, rng)
     ranked = sorted(range(len(survivors)), key=lambda j: (-survivors[j]["fitness"], j))
     top = [survivors[j]["op"] for j in ranked[:keep_top]]

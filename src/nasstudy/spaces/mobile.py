@@ -1,5 +1,5 @@
 """The `mobile` space: an NSE/ProxylessNAS-style chain of positions, each picking a subset of its
-active MBConv candidates (docs/architecture.md, DESIGN.md §3).
+active candidates: MBConv ops or graph cells (`mobile_cells`) (docs/architecture.md, DESIGN.md §3).
 
 An arch is one binary decision per (position, active op), flattened in position order, so every
 search method sees a plain list of categorical decisions.
@@ -17,10 +17,10 @@ from torch import Tensor, nn
 
 from nasstudy.spaces.mobile_ops import (
     Position,
+    check_op,
     fixed_cost,
     global_pool,
     out_size,
-    parse_op,
     position_cost,
     stem_and_head,
 )
@@ -47,7 +47,7 @@ def initial_state(space_cfg: dict) -> dict:
     """First k pool ops active at every position, the rest queued (a space_state dict)."""
     pool, k = list(space_cfg["pool"]), int(space_cfg["k"])
     for op in pool:
-        parse_op(op)
+        check_op(op)
     if not 1 <= k <= len(pool):
         raise ValueError(f"k={k} must be between 1 and the pool size {len(pool)}")
     n = len(position_shapes(space_cfg))

@@ -1,4 +1,5 @@
-"""Building blocks of the `mobile` space: op names, MBConv, the multi-branch position, analytic costs.
+"""Building blocks of the `mobile` space: op names, MBConv and graph cells, the multi-branch position,
+analytic costs.
 
 Kept apart from `mobile.py` so that the space logic (decisions, strings, costs) stays short and the
 modules are shared by the standalone net and the supernet (same names, so weights copy across).
@@ -12,6 +13,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+
+from nasstudy.spaces.mobile_cells import Cell, dw_op, edge_op, is_cell_name, make_cell, parse_cell
 
 _OP_RE = re.compile(r"^mb(\d+)_e(\d+)(?:_d(\d+))?$")
 
@@ -86,6 +89,99 @@ def mbconv_cost(spec: OpSpec, c_in: int, c_out: int, stride: int, in_size: int) 
     return sum(p[0] for p in parts), sum(p[1] for p in parts)
 
 
+def as_cell(name: str) -> Cell:
+    """The graph cell an op name stands for: an MBConv `mb{k}_e{e}[_d{d}]` is the one-edge cell."""
+    if is_cell_name(name):
+        return parse_cell(name)
+    spec = parse_op(name)
+    return make_cell(spec.expand, 2, [(0, 1, dw_op(spec.kernel, spec.dilation))])
+
+
+def check_op(name: str) -> None:
+    """Raise if `name` is neither an MBConv op nor a valid canonical graph cell."""
+    as_cell(name)
+
+
+class Subsample(nn.Module):
+    """The identity edge out of a strided cell's input: every `stride`-th pixel (no weights, no MACs)."""
+
+    def __init__(self, stride: int) -> None:
+        super().__init__()
+        self.stride = stride
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x[:, :, :: self.stride, :: self.stride]
+
+
+def _edge(op: str, ch: int, stride: int) -> nn.Module:
+    kind, k, d = edge_op(op)
+    if kind == "dw":
+        return conv_bn(ch, ch, k, stride, d, groups=ch)
+    if kind == "c1":
+        return conv_bn(ch, ch, 1, stride)
+    if kind == "avg":
+        return nn.AvgPool2d(3, stride, 1, count_include_pad=False)
+    if kind == "max":
+        return nn.MaxPool2d(3, stride, 1)
+    return nn.Identity() if stride == 1 else Subsample(stride)
+
+
+def _edge_cost(op: str, ch: int, out_hw: int) -> tuple[int, int]:
+    kind, k, _ = edge_op(op)
+    if kind in ("dw", "c1"):
+        return conv_bn_cost(ch, ch, k, ch if kind == "dw" else 1, out_hw)
+    return 0, 0  # identity and pooling: no weights, no MACs (as BN and adds are not counted)
+
+
+class CellGraph(nn.Module):
+    """The DAG of a cell: node j = sum of its incoming edges; edges out of node 0 carry the stride."""
+
+    def __init__(self, cell: Cell, ch: int, stride: int) -> None:
+        super().__init__()
+        self.cell = cell
+        self.edges = nn.ModuleDict({f"{s}_{d}": _edge(op, ch, stride if s == 0 else 1) for s, d, op in cell.edges})
+
+    def forward(self, x: Tensor) -> Tensor:
+        nodes = [x]
+        for j in range(1, self.cell.nodes):
+            ins = [self.edges[f"{s}_{d}"](nodes[s]) for s, d, _ in self.cell.edges if d == j]
+            nodes.append(sum(ins[1:], ins[0]))
+        return nodes[-1]
+
+
+class GraphCell(nn.Sequential):
+    """A graph cell as MBConv is built: 1x1 expansion (unless expand is 1), the DAG, 1x1 projection."""
+
+    def __init__(self, cell: Cell, c_in: int, c_out: int, stride: int) -> None:
+        hidden = c_in * cell.expand
+        layers: list[nn.Module] = [conv_bn(c_in, hidden, 1)] if cell.expand != 1 else []
+        layers += [CellGraph(cell, hidden, stride), conv_bn(hidden, c_out, 1, act=False)]
+        super().__init__(*layers)
+
+
+def graph_cell_cost(cell: Cell, c_in: int, c_out: int, stride: int, in_size: int) -> tuple[int, int]:
+    """(MACs, params) of one GraphCell branch at input resolution `in_size`."""
+    hidden, out = c_in * cell.expand, out_size(in_size, stride)
+    parts = [conv_bn_cost(c_in, hidden, 1, 1, in_size)] if cell.expand != 1 else []
+    parts += [_edge_cost(op, hidden, out) for _, _, op in cell.edges]
+    parts.append(conv_bn_cost(hidden, c_out, 1, 1, out))
+    return sum(p[0] for p in parts), sum(p[1] for p in parts)
+
+
+def build_op(name: str, c_in: int, c_out: int, stride: int) -> nn.Module:
+    """The branch module of an op name: MBConv for `mb...`, GraphCell for `g...`."""
+    if is_cell_name(name):
+        return GraphCell(parse_cell(name), c_in, c_out, stride)
+    return MBConv(parse_op(name), c_in, c_out, stride)
+
+
+def op_cost(name: str, c_in: int, c_out: int, stride: int, in_size: int) -> tuple[int, int]:
+    """(MACs, params) of the branch `build_op` builds."""
+    if is_cell_name(name):
+        return graph_cell_cost(parse_cell(name), c_in, c_out, stride, in_size)
+    return mbconv_cost(parse_op(name), c_in, c_out, stride, in_size)
+
+
 class Position(nn.Module):
     """One position: mean of the chosen branches, plus the identity when the shape is kept.
 
@@ -96,7 +192,7 @@ class Position(nn.Module):
     def __init__(self, c_in: int, c_out: int, stride: int, ops: Sequence[str], proj: bool) -> None:
         super().__init__()
         self.residual = stride == 1 and c_in == c_out
-        self.branches = nn.ModuleDict({op: MBConv(parse_op(op), c_in, c_out, stride) for op in ops})
+        self.branches = nn.ModuleDict({op: build_op(op, c_in, c_out, stride) for op in ops})
         self.proj = conv_bn(c_in, c_out, 1, stride, act=False) if proj and not self.residual else None
         if self.residual:
             # Residual branches start at zero (last BN scale 0): every sampled path starts as the
@@ -131,7 +227,7 @@ def position_cost(ops: Sequence[str], c_in: int, c_out: int, stride: int, in_siz
         if stride == 1 and c_in == c_out:
             return 0, 0
         return conv_bn_cost(c_in, c_out, 1, 1, out_size(in_size, stride))
-    costs = [mbconv_cost(parse_op(op), c_in, c_out, stride, in_size) for op in ops]
+    costs = [op_cost(op, c_in, c_out, stride, in_size) for op in ops]
     return sum(c[0] for c in costs), sum(c[1] for c in costs)
 
 
