@@ -66,6 +66,37 @@ def test_nse_keeps_the_front_ops_and_tops_up_to_k(table: Path) -> None:
     assert out.queries == ev.queries == out.measured["sampled"] <= 64
 
 
+def test_nse_scores_last_fronts_archs_again_and_keeps_their_ops(table: Path) -> None:
+    """The authors' prev_bests: last round's front archs join this round's front computation, so
+    the ops of every one of them (not only the best's) survive even when no draw uses them."""
+    ev = evaluator(table)
+    edges = [{"active": ["nor_conv_3x3", "skip_connect"], "queue": ["none", "nor_conv_1x1", "avg_pool_3x3"]}] * 6
+    best, cheap = ["nor_conv_3x3"] * 6, ["skip_connect"] * 6  # most accurate; no FLOPs: both non-dominated
+    for ops in (best, cheap):
+        ev.evaluate(tuple(OPS.index(o) for o in ops))
+    state = {"edges": edges, "front": [best, cheap]}
+    for seed in range(5):  # one draw: it holds one op per edge, so without the old front one op would drop
+        out = nse_table_generation(state, SPACE, ev, TableEvoConfig(samples=1), np.random.default_rng(seed))
+        assert best in out.state["front"] and cheap in out.state["front"]
+        assert all(e["active"] == ["nor_conv_3x3", "skip_connect"] for e in out.state["edges"])
+        assert out.measured["rescored"] >= 1 and out.queries <= 1  # the old front's archs were cached (free)
+        assert out.state["elite"] == {"ops": best, "acc": ev.cache[(3,) * 6]["acc"]}
+
+
+def test_autospace_table_variant_has_its_own_name_and_draws_beyond_its_subspace(table: Path) -> None:
+    """The table variant (reference follows the elite, tournaments over the whole population) is
+    not AutoSpace as the mobile space runs it: it is reported as `autospace_elite`."""
+    assert sorted(GENERATIONS) == ["autospace_elite", "nse", "random"]
+    with pytest.raises(nasconfig.ParamsError, match="unknown key 'methods.autospace'"):
+        nasconfig.validate({"study": "s", "table": "t.csv", "methods": {"autospace": {}}}, "bench_space")
+    ev, state = evaluator(table), initial_state(SPACE)
+    cfg = TableEvoConfig(samples=20, population=5, reference="avg_pool_3x3")
+    out = autospace_table_generation(state, SPACE, ev, cfg, np.random.default_rng(0))
+    outside = [a for a in ev.cache if any(OPS[i] not in e["active"] for i, e in zip(a, state["edges"]))]
+    assert outside  # its draws are not confined to the k-op subspace, unlike NSE's and random's
+    assert out.queries == len(ev.cache)
+
+
 def test_autospace_keeps_the_reference_and_swaps_in_mutants(table: Path) -> None:
     ev = evaluator(table)
     cfg = TableEvoConfig(samples=30, population=3, reference="avg_pool_3x3")
@@ -99,7 +130,7 @@ def best_queried_in(state: dict, ev: TableEvaluator) -> float:
     return max(m["acc"] for a, m in ev.cache.items() if all(OPS[i] in e["active"] for i, e in zip(a, state["edges"])))
 
 
-@pytest.mark.parametrize("method", ["nse", "autospace", "random"])
+@pytest.mark.parametrize("method", ["nse", "autospace_elite", "random"])
 def test_no_drift_the_subspace_keeps_the_best_arch_queried(table: Path, method: str) -> None:
     # Few draws per generation, so that a generation often misses the best arch it already holds:
     # without elitism the subspace then drops its ops and the best known subspace acc goes down.
@@ -116,7 +147,7 @@ def test_no_drift_the_subspace_keeps_the_best_arch_queried(table: Path, method: 
             held = now
 
 
-@pytest.mark.parametrize("method", ["nse", "autospace", "random"])
+@pytest.mark.parametrize("method", ["nse", "autospace_elite", "random"])
 def test_a_run_is_reproducible_from_its_seed(table: Path, method: str) -> None:
     cfg = TableEvoConfig(samples=8, population=5, reference="avg_pool_3x3")
 
@@ -136,15 +167,15 @@ def test_a_run_is_reproducible_from_its_seed(table: Path, method: str) -> None:
 
 def test_validation_fills_each_methods_defaults_from_the_schema() -> None:
     cfg = nasconfig.validate(
-        {"study": "s", "table": "t.csv", "methods": {"nse": {}, "autospace": {"samples": 7}}}, "bench_space"
+        {"study": "s", "table": "t.csv", "methods": {"nse": {}, "autospace_elite": {"samples": 7}}}, "bench_space"
     )
     defaults = dataclasses.asdict(TableEvoConfig())
     assert cfg["methods"]["nse"] == defaults
-    assert cfg["methods"]["autospace"] == {**defaults, "samples": 7}
+    assert cfg["methods"]["autospace_elite"] == {**defaults, "samples": 7}
     # One source: the config class's defaults are the schema's.
     props = nasconfig.schema("bench_space")["definitions"]["table_evo"]["properties"]
     assert defaults == {k: v["default"] for k, v in props.items()}
-    assert TableEvoConfig.from_params(cfg["methods"]["autospace"]).samples == 7
+    assert TableEvoConfig.from_params(cfg["methods"]["autospace_elite"]).samples == 7
     with pytest.raises(nasconfig.ParamsError, match="methods.nse.bogus"):
         nasconfig.validate({"study": "s", "table": "t.csv", "methods": {"nse": {"bogus": 1}}}, "bench_space")
     with pytest.raises(nasconfig.ParamsError, match="methods.foo"):
@@ -154,7 +185,7 @@ def test_validation_fills_each_methods_defaults_from_the_schema() -> None:
 def params(table: Path, generations: int = 8) -> dict:
     return {"seed": 0, "study": "s", "table": str(table), "space": SPACE, "search_metric": "valid",
             "report_metric": "test", "tolerance": 0.3, "generations": generations,
-            "methods": {"nse": {"samples": 20}, "autospace": {"samples": 20, "population": 5},
+            "methods": {"nse": {"samples": 20}, "autospace_elite": {"samples": 20, "population": 5},
                         "random": {"samples": 20}}}  # fmt: skip
 
 
@@ -164,7 +195,7 @@ def run_one(tmp: Path, table: Path, method: str, run: int = 0) -> dict:
     return out
 
 
-@pytest.mark.parametrize("method", ["nse", "autospace", "random"])
+@pytest.mark.parametrize("method", ["nse", "autospace_elite", "random"])
 def test_stage_writes_history_and_is_deterministic(tmp_path: Path, table: Path, method: str) -> None:
     a, b = run_one(tmp_path / "a", table, method), run_one(tmp_path / "b", table, method)
     assert a["history"].read_bytes() == b["history"].read_bytes()
@@ -214,7 +245,7 @@ def test_space_benchmark_target_runs_every_method_and_seed(tmp_path: Path, table
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
     summary = list(csv.DictReader(open(tmp_path / "results/tinyspace/summary.csv")))
-    assert sorted(r["method"] for r in summary) == ["autospace", "nse", "random"]  # safe_dump sorts the keys
+    assert sorted(r["method"] for r in summary) == ["autospace_elite", "nse", "random"]  # safe_dump sorts the keys
     assert all(r["runs"] == "2" for r in summary)
     assert (tmp_path / "results/tinyspace/curves.png").stat().st_size > 1000
     assert len(list((tmp_path / "results/tinyspace/runs").rglob("history.csv"))) == 6

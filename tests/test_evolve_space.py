@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from nasstudy.evolution.nse import CostModel, NSEConfig, drop_candidates, nse_round
-from nasstudy.evolution.nse_front import FrontRow, pareto_mask, sample_band_archs
+from nasstudy.evolution.nse_front import FrontRow, pareto_mask, prev_front_bits, sample_band_archs, update_state
 from nasstudy.spaces.mobile import MobileSpace, initial_state
 from nasstudy.stages import evolve_space
 from nasstudy.tracking import MemoryTracker
@@ -97,7 +97,7 @@ def test_stage_writes_outputs_and_evolves_state(data, tmp_path):
         assert added == o["queue"][: len(added)]  # from the queue front, in queue order
         assert n["active"] == kept + added
         assert n["queue"] == o["queue"][len(added) :]
-        assert set(n["protected"]) <= set(kept)
+        assert n["protected"] == kept == sorted({op for a in new["front"] for op in a[i]}, key=o["active"].index)
     front = _csv(outputs["front"])
     assert list(front[0]) == ["arch", "flops", "params", "acc", "on_front"]
     assert any(r["on_front"] == "1" for r in front)
@@ -105,13 +105,13 @@ def test_stage_writes_outputs_and_evolves_state(data, tmp_path):
     assert metrics["front_size"] == sum(r["on_front"] == "1" for r in front)
     assert len(metrics["train_loss"]) == NSE["epochs"]
 
-    # Generation 2 starts from generation 1: the protected best arch is scored again and stays.
+    # Generation 2 starts from generation 1: every arch on generation 1's front is scored again.
     out2 = tmp_path / "gen2"
     out2.mkdir()
     outputs2 = _run(data, out2, outputs["space_state"], gen=2)
-    best = MobileSpace(SPACE_CFG, new)
-    prev = best.to_string(best.from_ops([tuple(p["protected"]) for p in new["positions"]]))
-    assert prev in {r["arch"] for r in _csv(outputs2["front"])}
+    space = MobileSpace(SPACE_CFG, new)
+    prev = {space.to_string(space.from_ops([tuple(ops) for ops in arch])) for arch in new["front"]}
+    assert len(prev) == metrics["front_size"] and prev <= {r["arch"] for r in _csv(outputs2["front"])}
 
 
 def test_two_runs_give_identical_bytes(data, tmp_path):
@@ -218,3 +218,58 @@ def test_autospace_generations_through_the_stage(data, tmp_path):
     assert [r["on_front"] for r in _csv(runs[0]["front"])] == ["0", "0"]
     for key in ("space_state", "front", "op_stats", "metrics"):
         assert runs[0][key].read_bytes() == runs[1][key].read_bytes(), key
+
+
+def _two_arch_front() -> tuple[dict, list[list[tuple[str, ...]]]]:
+    """A state after a round whose front held two archs using different ops (the best one and a
+    cheaper one), built by `update_state` from scored rows."""
+    state = initial_state(SPACE_CFG)
+    a, b, c = SPACE_CFG["pool"][:3]
+    best, cheap = [(a,), (a, b), (b,)], [(c,), (), (a,)]
+    rows = [FrontRow("best", 900, 0, 60.0, "near", best), FrontRow("cheap", 500, 0, 50.0, "near", cheap),
+            FrontRow("dominated", 950, 0, 40.0, "near", [(b,), (c,), (c,)])]  # fmt: skip
+    for r, on in zip(rows, pareto_mask(rows)):
+        r.on_front = on
+    new, _, top = update_state(state, rows, np.zeros((3, 3)), SPACE_CFG["k"], 0.0)
+    assert top.arch == "best"
+    return new, [best, cheap]
+
+
+def _round(data, state, **nse):
+    cfg = NSEConfig(**{**NSE, "epochs": 1, **nse})
+    train, val = load_cls(data / "cls_train.npz"), load_cls(data / "cls_val.npz")
+    rng, batches = np.random.default_rng(0), make_generator(0, "t")
+    return nse_round(state, SPACE_CFG, train, val, cfg, SUPERNET, rng, batches, MemoryTracker())
+
+
+def test_ops_of_every_front_arch_are_protected_from_dropping(data):
+    """NSE's prev_best is the union of the ops of all last-front archs, not the best arch's alone:
+    with a threshold every α falls below, exactly those ops stay alive through the round."""
+    state, front = _two_arch_front()
+    union = [{op for arch in front for op in arch[i]} for i in range(3)]
+    assert state["front"] == [[list(ops) for ops in arch] for arch in front]
+    assert [set(p["protected"]) for p in state["positions"]] == union
+    result = _round(data, state, drop_threshold=100.0)
+    for i, pos in enumerate(state["positions"]):
+        alive = {op for j, op in enumerate(pos["active"]) if result.alive[i, j]}
+        assert alive == union[i], f"position {i}"
+
+
+def test_previous_front_archs_are_scored_again_and_join_the_front(data):
+    state, front = _two_arch_front()
+    result = _round(data, state, drop_threshold=-100.0)
+    scored = {tuple(map(tuple, r.ops)) for r in result.front}
+    for arch in front:
+        assert tuple(arch) in scored, f"last front's arch {arch} was not scored again"
+    prev = [r for r in result.front if r.band == "prev_front"]
+    assert 1 <= len(prev) <= 2 and result.summary["prev_front_scored"] == len(prev)
+    # The next front is taken over the new draws and the old front together; its archs are the state's.
+    assert result.state["front"] == [[list(ops) for ops in r.ops] for r in result.front if r.on_front]
+
+
+def test_a_front_arch_with_an_inactive_op_is_a_clear_error():
+    state, _ = _two_arch_front()
+    state["front"][0][1] = ["mb3_e3_d2"]
+    active = [p["active"] for p in state["positions"]]
+    with pytest.raises(ValueError, match="op 'mb3_e3_d2' at position 1 is not active"):
+        prev_front_bits(state, active, (3, 3), [])

@@ -1,4 +1,4 @@
-# Space evolution on NAS-Bench-201 by table: NSE, AutoSpace and a random-subspace baseline x seeds.
+# Space evolution on NAS-Bench-201 by table: NSE, AutoSpace-elite and a random-subspace baseline x seeds.
 #   snakemake -s workflow/bench_space_nb201.smk --cores all [--configfile params/my-bench-space.yaml]
 # Each (method, seed) is its own job (an MLflow child run); the summary plots best-in-subspace per generation.
 import sys

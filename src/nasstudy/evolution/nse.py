@@ -2,7 +2,7 @@
 
 A round trains a fresh multi-branch supernet on the active candidates of every position, learns one
 logit α per (position, candidate) on held-out train data, drops candidates whose α falls below a
-threshold (unless they were in last round's best arch), then scores archs sampled near the FLOPs
+threshold (unless an arch on last round's front used them), then scores archs sampled near the FLOPs
 target with shared weights and keeps the ops that some Pareto-front arch uses; the queue tops every
 position up to K again. The paper runs (pool − 1) // (K − 1) rounds; the pipeline runs one round per
 Snakemake job and `evolution.generations` of them.
@@ -30,12 +30,14 @@ Our reading of the authors' code (orashi/NSE_NAS, `utils/supernet_utils.py`, `ma
   within ±drift of the target, plus some from a band just below; their previous front archs are
   scored again; the Pareto front is taken over all of them, but lower-band archs are then removed
   from it (`pareto_front[sample_num:sample_num + extra] = False`): they can dominate but never
-  survive. We do the same, with a draw cap and a nearest-to-band fallback, and re-score last
-  round's best arch. If lower-band archs dominate every other arch, the best-accuracy eligible arch
-  is the front (a guard their code lacks).
-- Protection: their `prev_best` is the union of ops of all front archs; as briefed we protect the
-  ops of the single best front arch (highest accuracy, then fewer FLOPs), stored in the state as
-  `positions[i]["protected"]`.
+  survive. We do the same, with a draw cap and a nearest-to-band fallback. Every arch on last
+  round's front (`state["front"]`, their `prev_bests`) is scored again with this round's weights
+  and joins the front computation (band `prev_front`, eligible whatever its FLOPs, as theirs); one
+  drawn again in the near band is scored once. If lower-band archs dominate every other arch, the
+  best-accuracy eligible arch is the front (a guard their code lacks).
+- Protection: as their `prev_best`, the union of the ops of all archs on last round's front
+  (= the ops that survived it), stored as `positions[i]["protected"]`, never drops on α.
+- Dropped ops leave the pool (their `update_space` pops the queue and never re-queues).
 """
 
 from __future__ import annotations
@@ -50,7 +52,14 @@ from torch import Tensor
 from tqdm import tqdm
 
 from nasstudy.checkpoint import NO_CHECKPOINT, Checkpoint, capture, restore
-from nasstudy.evolution.nse_front import FrontRow, NSEConfig, pareto_mask, sample_band_archs, update_state
+from nasstudy.evolution.nse_front import (
+    FrontRow,
+    NSEConfig,
+    pareto_mask,
+    prev_front_bits,
+    sample_band_archs,
+    update_state,
+)
 from nasstudy.spaces.mobile import MobileSpace, Supernet, position_shapes
 from nasstudy.spaces.mobile_ops import global_pool, position_cost
 from nasstudy.tracking import Tracker
@@ -301,15 +310,7 @@ def nse_round(
     # Round end: sample near the target (and a lower band), score with shared weights, take the front.
     p_sample = np.where(alive, _clamped(alpha).detach().cpu().double().numpy(), 0.0)
     picks = sample_band_archs(p_sample, costs.flops, cfg, rng)
-    prev = [tuple(p.get("protected", [])) for p in state["positions"]]
-    candidates = list(picks)
-    if any(prev):
-        prev_bits = np.zeros_like(alive)
-        for i, ops in enumerate(prev):
-            for op in ops:
-                prev_bits[i, active[i].index(op)] = True
-        if not any(np.array_equal(prev_bits, b) for b, _, _ in candidates):
-            candidates.append((prev_bits, "prev_best", True))
+    candidates = picks + prev_front_bits(state, active, alive.shape, picks)
     rows: list[FrontRow] = []
     recal = int(train_cfg["bn_recal_batches"])
     score_val = recal_subset(val, cfg.score_images) if 0 < cfg.score_images < len(val) else val
@@ -329,6 +330,8 @@ def nse_round(
         "scored": len(rows),
         "in_band": sum(1 for r in rows if r.band == "near" and r.in_band),
         "in_lower_band": sum(1 for r in rows if r.band == "lower" and r.in_band),
+        "prev_front_scored": sum(1 for r in rows if r.band == "prev_front"),
+        "prev_front_kept": sum(1 for r in rows if r.band == "prev_front" and r.on_front),
         "best_front_acc": best.acc,
         "best_front_flops": best.flops,
         "best_front_arch": best.arch,

@@ -48,7 +48,7 @@ class NSEConfig:
 
 @dataclass
 class FrontRow:
-    """One scored arch: `band` is near, lower or prev_best; `in_band` is False for a nearest fallback."""
+    """One scored arch: `band` is near, lower or prev_front; `in_band` is False for a nearest fallback."""
 
     arch: str
     flops: int
@@ -115,6 +115,29 @@ def sample_band_archs(
     return out
 
 
+def prev_front_bits(
+    state: dict, active: list[list[str]], shape: tuple[int, int], picks: list[tuple[np.ndarray, str, bool]]
+) -> list[tuple[np.ndarray, str, bool]]:
+    """Last round's front archs (`state["front"]`) as (positions, K) bool arrays, to be scored again
+    with this round's weights (band `prev_front`); an arch drawn again in the near band is not added
+    twice. Their ops are protected, so each must still be active; ValueError names one that is not."""
+    seen = {bits.tobytes() for bits, band, _ in picks if band == "near"}
+    out: list[tuple[np.ndarray, str, bool]] = []
+    for n, arch in enumerate(state.get("front", [])):
+        if len(arch) != len(active):
+            raise ValueError(f"space_state front arch {n} has {len(arch)} positions, the space {len(active)}")
+        bits = np.zeros(shape, dtype=bool)
+        for i, ops in enumerate(arch):
+            for op in ops:
+                if op not in active[i]:
+                    raise ValueError(f"space_state front arch {n}: op {op!r} at position {i} is not active {active[i]}")
+                bits[i, active[i].index(op)] = True
+        if bits.tobytes() not in seen:
+            seen.add(bits.tobytes())
+            out.append((bits, "prev_front", True))
+    return out
+
+
 def pareto_mask(rows: list[FrontRow]) -> list[bool]:
     """Non-dominated rows (fewer FLOPs, higher acc); lower-band rows may dominate but never stay on.
 
@@ -155,9 +178,11 @@ def update_state(
 ) -> tuple[dict, list[dict], FrontRow]:
     """Next state: ops used by a front arch survive (old order), the queue front tops up to k.
 
-    Also returns the op_stats rows (position, op, alpha, prob, front_count, status) and the best
-    front row, whose ops become next round's `protected`. Added ops carry `alpha_init`, the value
-    they start the next round with.
+    As in the authors' `set_front`, the front archs are kept in the state (`front`, their ops per
+    position: next round scores them again) and the union of their ops (= the survivors) becomes
+    next round's `protected` (their `prev_best`). Also returns the op_stats rows (position, op,
+    alpha, prob, front_count, status) and the best front row. Added ops carry `alpha_init`, the
+    value they start the next round with.
     """
     front = [r for r in rows if r.on_front]
     best = best_row(rows)
@@ -172,8 +197,9 @@ def update_state(
             status = "kept" if op in survivors else "dropped"
             stats.append(_stat(i, op, a, used[op], status))
         stats += [_stat(i, op, alpha_init, 0, "added") for op in added]
-        positions.append({"active": survivors + added, "queue": queue[len(added) :], "protected": list(best.ops[i])})
-    return {"positions": positions}, stats, best
+        positions.append({"active": survivors + added, "queue": queue[len(added) :], "protected": survivors})
+    archs = [[list(ops) for ops in r.ops] for r in front]
+    return {"positions": positions, "front": archs}, stats, best
 
 
 def _stat(position: int, op: str, alpha: float, front_count: int, status: str) -> dict:

@@ -3,34 +3,37 @@
 Each generation function takes (state, space_cfg, evaluator, cfg, rng) and returns a
 `GenerationResult`; fitness comes from table queries of the *search* metric (the evaluator's
 `acc`, e.g. cifar10_valid_acc), never from the reported test metric. Every random choice comes
-from `rng`. All three keep an *elite* in the state (`{"ops", "acc"}`: the best arch by the search
-metric queried so far) and never let it leave the subspace, so the best arch a method knows of
-in its subspace never gets worse (before this, NSE and AutoSpace reached the optimum region and
-drifted back out of it). Table-mode readings:
+from `rng`. Each keeps in the state an *elite* (`{"ops", "acc"}`: the best arch by the search
+metric queried so far) that never leaves the subspace, so the best arch a method knows of in its
+subspace never gets worse. NSE gets this from its own rule (last front's archs join the next
+front); the other two need an explicit one. Table-mode readings:
 
 - **NSE**: draw `samples` archs uniformly from the current subspace (repeats are free: the
-  evaluator caches them), take the Pareto front of (FLOPs, acc) with `nse_front.pareto_mask`. Per
-  edge the ops used by a front arch *or by the elite* survive in their old order; the rest go to
-  the back of the queue; the edge is topped up to `k` from the queue front (NSE's rule). Why: the
-  front replaces NSE's supernet-scored front (only the scorer changes), and NSE protects the ops
-  of last round's best from dropping; 20 draws out of 64 archs often miss the best one, whose ops
-  would otherwise go.
-- **AutoSpace**: per edge a population (`population` ops: active, then the queue front) with a
-  fitness each. Fitness of an op = mean acc of this generation's queried archs that use it minus
-  the reference arch's acc. The reference arch starts as the `reference` op on every edge (default
-  the last initial op) and then *follows the elite*: it is queried every generation (cached, free)
-  and always active, as the paper's reference arch is always kept; a reference stuck at the poor
+  evaluator caches them); score last round's front archs again (`state["front"]`: cached, free;
+  the authors' `prev_bests`) and take the Pareto front of (FLOPs, acc) with
+  `nse_front.pareto_mask` over both. Per edge the ops used by a front arch survive in their old
+  order (the authors' `prev_best`, the union of all front archs' ops); the rest go to the back of
+  the queue (theirs leave the pool: with 5 ops and 30 generations the queue would run dry); the
+  edge is topped up to `k` from the queue front. The most accurate arch queried so far stays on
+  the front (it is always scored again and nothing beats it), so it is the elite.
+- **AutoSpace-elite** (`autospace_elite`; a table variant under its own name, not the paper's
+  AutoSpace nor our mobile one, whose reference is fixed): per edge a population (`population`
+  ops: active, then the queue front) with a fitness each. Fitness of an op = mean acc of this
+  generation's queried archs that use it minus the reference arch's acc. The reference arch starts
+  as the `reference` op on every edge (default the last initial op) and then *follows the elite*:
+  it is queried every generation (cached, free) and always active; a reference stuck at the poor
   start would hold one of the k slots per edge for nothing. When it moves up, every fitness moves
   down by the same step, so fitnesses stay relative to the current reference. The first
   measurement replaces the placeholder 0 (no prior to average with), later ones enter an EMA
   (`fitness_ema`), as the supernet version carries evidence across generations. Archs are drawn by
-  a per-edge tournament (`tournament` members, highest fitness wins) over the whole population; an
-  untried member wins any tournament it enters. Why: fitness is in accuracy points relative to the
-  reference, so a new member at 0 would sit above or below every tried op by accident; optimism
-  gets it measured. At the end the `n_mutants` weakest tried members that are neither the reference
-  nor active swap with the queue front (mutants = ops outside the population, untried first; the
-  replaced op goes to the queue's back). With `population: 5` every op is a member and no mutant is
-  needed. Active = the reference op plus the top `k - 1` other tried members by fitness.
+  a per-edge tournament (`tournament` members, highest fitness wins) over the whole *population*
+  (with `population: 5`, the whole space), not only the k-op subspace: its query counts are not
+  like-for-like with NSE's and random's. An untried member wins any tournament it enters. Why:
+  fitness is in accuracy points relative to the reference, so a new member at 0 would sit above or
+  below every tried op by accident; optimism gets it measured. At the end the `n_mutants` weakest
+  tried members that are neither the reference nor active swap with the queue front (mutants = ops
+  outside the population, untried first; the replaced op goes to the queue's back). Active = the
+  reference op plus the top `k - 1` other tried members by fitness.
 - **Random subspace** (baseline): each generation draws a fresh subspace of `k` ops per edge and
   queries `samples` archs in it (the same draws as NSE); the subspace kept is the best seen so far
   by its best queried search-metric value (its elite), so that, like the others, it is chosen
@@ -52,7 +55,7 @@ import numpy as np
 
 from nasstudy.config import schema
 from nasstudy.evaluators import TableEvaluator
-from nasstudy.evolution.nse_front import FrontRow, pareto_mask
+from nasstudy.evolution.nse_front import FrontRow, best_row, pareto_mask
 from nasstudy.spaces.nb201 import OPS, Nb201Space
 from nasstudy.utils import config_from_params
 
@@ -129,25 +132,38 @@ def subspace_oracle(space_cfg: dict, state: dict, evaluator: TableEvaluator, met
 def nse_table_generation(
     state: dict, space_cfg: dict, evaluator: TableEvaluator, cfg: TableEvoConfig, rng: np.random.Generator
 ) -> GenerationResult:
-    """One NSE round by table: sample, Pareto front of (FLOPs, acc), front and elite ops survive, top up to k."""
+    """One NSE round by table: sample, score last front's archs again, Pareto front of (FLOPs, acc)
+    over both, front ops survive, top up to k."""
     space = Nb201Space(space_cfg, state)
     before = evaluator.queries
-    scored = _query(space, evaluator, [space.sample(rng) for _ in range(cfg.samples)])
+    drawn = [space.sample(rng) for _ in range(cfg.samples)]
+    prev = [space.from_ops(ops) for ops in state.get("front", [])]  # in the subspace: their ops survived
+    scored = _query(space, evaluator, drawn + prev)  # an arch drawn again is scored once; repeats are free
     rows = [FrontRow(space.to_string(a), int(m["flops"]), int(m["params"]), m["acc"], "near", space.ops(a))
             for a, m in scored.items()]  # fmt: skip
-    elite = _update_elite(state.get("elite"), [([o[0] for o in r.ops], r.acc) for r in rows])
-    front = [r for r, on in zip(rows, pareto_mask(rows)) if on]
+    for row, on in zip(rows, pareto_mask(rows)):
+        row.on_front = on
+    front = [r for r in rows if r.on_front]
+    best = best_row(rows)  # the most accurate front arch: the best arch queried so far, by induction
     edges = []
     for e, edge in enumerate(state["edges"]):
-        if elite["ops"][e] not in edge["active"]:
-            raise RuntimeError(f"edge {e}: the elite op {elite['ops'][e]!r} left the subspace {edge['active']}")
-        used = {r.ops[e][0] for r in front} | {elite["ops"][e]}
+        used = {r.ops[e][0] for r in front}
         survivors = [op for op in edge["active"] if op in used]
         queue = list(edge["queue"]) + [op for op in edge["active"] if op not in used]
         added = queue[: max(0, cfg.k - len(survivors))]
         edges.append({"active": survivors + added, "queue": queue[len(added) :]})
-    measured = {"sampled": len(scored), "front": len(front), "best_search_acc": max(r.acc for r in rows)}
-    return GenerationResult({"edges": edges, "elite": elite}, evaluator.queries - before, measured)
+    measured = {
+        "sampled": len(set(drawn)),
+        "rescored": len(set(prev) - set(drawn)),
+        "front": len(front),
+        "best_search_acc": best.acc,
+    }
+    next_state = {
+        "edges": edges,
+        "front": [[o[0] for o in r.ops] for r in front],
+        "elite": {"ops": [o[0] for o in best.ops], "acc": float(best.acc)},
+    }
+    return GenerationResult(next_state, evaluator.queries - before, measured)
 
 
 def _autospace_init(state: dict, cfg: TableEvoConfig) -> dict:
@@ -176,7 +192,8 @@ def _tournament(members: list[dict], size: int, rng: np.random.Generator) -> str
 def autospace_table_generation(
     state: dict, space_cfg: dict, evaluator: TableEvaluator, cfg: TableEvoConfig, rng: np.random.Generator
 ) -> GenerationResult:
-    """One AutoSpace generation by table: tournament draws, fitness vs the reference, which then follows the elite."""
+    """One AutoSpace-elite generation by table: tournament draws over the population, fitness vs the
+    reference, which then follows the elite."""
     state = _autospace_init(state, cfg)
     full = full_space(space_cfg)
     before = evaluator.queries
@@ -249,7 +266,7 @@ def random_subspace_generation(
 
 GENERATIONS = {
     "nse": nse_table_generation,
-    "autospace": autospace_table_generation,
+    "autospace_elite": autospace_table_generation,
     "random": random_subspace_generation,
 }
 
