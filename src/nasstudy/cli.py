@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -61,14 +62,44 @@ def check_params(path: Path | None) -> dict:
         raise SystemExit(2) from None
 
 
+def not_a_project() -> str | None:
+    """Why a run must not start in the current folder (it has no Snakefile), or None."""
+    if (Path.cwd() / "Snakefile").is_file():
+        return None
+    where = f" ({PROJECT_ROOT})" if (PROJECT_ROOT / "Snakefile").is_file() else ""
+    return (
+        f"{Path.cwd()} is not a nasstudy project (no Snakefile here), and a run writes results/, logs/ and "
+        f"mlflow.db into the folder it starts in: cd to the project folder{where} and run again. Nothing was written."
+    )
+
+
+def last_jobs_of(params: Path | None, rules: list[str], extra: list[str]) -> list[str]:
+    """`--until` targets that reach every job of `rules`. Snakemake's own `--until RULE` never starts
+    a job that waits for another job of those rules (it stops after evolve_space gen1, and fails with
+    "Out of jobs ready to be started" for `--until init_space evolve_space`), so each pending job of
+    `rules` that no other of them needs is named by one of its outputs, from a dry run of the whole
+    study; entries that are no rule with pending jobs (files, finished rules) are passed as given."""
+    dry = subprocess.run(snakemake_command(params, "1", [*extra, "--dry-run"]), capture_output=True, text=True)
+    if dry.returncode != 0:
+        return rules  # the real run says what is wrong
+    jobs, rule, seen = [], None, set()
+    for line in (dry.stdout + dry.stderr).splitlines():
+        if m := re.match(r"^(?:local)?rule (\w+):", line):
+            rule = m.group(1)
+            if rule in rules:
+                seen.add(rule)
+                jobs.append({"input": [], "output": []})
+        elif rule in rules and (m := re.match(r"^\s+(input|output): (.*)$", line)):
+            jobs[-1][m.group(1)] = m.group(2).split(", ")
+    needed = {f for job in jobs for f in job["input"]}
+    last = [job["output"][0] for job in jobs if job["output"] and needed.isdisjoint(job["output"])]
+    return last + [r for r in rules if r not in seen]
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     params = Path(args.params) if args.params else None
     cfg = check_params(params)
     extra = list(args.snakemake_args)
-    if args.until:
-        extra += ["--until", *args.until]
-    if args.dry_run:
-        extra += ["--dry-run"]
     if args.profile:
         profile = project_dir() / "workflow" / "profiles" / args.profile
         profile = profile if profile.is_dir() else Path(args.profile)
@@ -84,24 +115,35 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"nasstudy: warning: MLflow tracking URI is SQLite ({uri}); SLURM jobs on many nodes must not "
                   "share one SQLite file on a network filesystem: start `mlflow server` and set "
                   "MLFLOW_TRACKING_URI=http://HOST:PORT (or params tracking.uri)", file=sys.stderr)  # fmt: skip
-    if not args.dry_run:
-        extra += ["--rerun-incomplete"]  # outputs of jobs a dead run left half-done: redo (from checkpoints)
-    cmd = snakemake_command(params, str(args.cores), extra)
-    env = dict(os.environ)
-    if args.no_dvc:
-        env["NASSTUDY_NO_DVC"] = "1"
-    if not args.dry_run:
+    if args.dry_run:
+        extra += ["--dry-run"]
+    else:
+        if problem := not_a_project():
+            print(f"nasstudy: {problem}", file=sys.stderr)
+            return 2
         reason = run_guard.guard(Path.cwd(), snakemake_command(params, "1", ["--unlock"]))
         if reason:
             print(f"nasstudy: {reason}", file=sys.stderr)
             return 3
+        extra += ["--rerun-incomplete"]  # outputs of jobs a dead run left half-done: redo (from checkpoints)
+    if args.until:
+        extra += ["--until", *last_jobs_of(params, args.until, [x for x in extra if x != "--dry-run"])]
+    cmd = snakemake_command(params, str(args.cores), extra)
+    env = dict(os.environ)
+    if args.no_dvc:
+        env["NASSTUDY_NO_DVC"] = "1"
     if args.verbose:
         print("+", " ".join(cmd), file=sys.stderr)
     print(
         f"nasstudy: study '{cfg['study']}' -> results/{cfg['study']}/ (logs in logs/{cfg['study']}/)", file=sys.stderr
     )
     started = time.time()
-    rc = subprocess.call(cmd, env=env)
+    rc, stopped_by = run_guard.run_snakemake(cmd, env)
+    if stopped_by is not None and rc != 0:
+        print(f"nasstudy: stopped by {signal.Signals(stopped_by).name}: Snakemake ended its running jobs and "
+              "released the folder; finished jobs are kept and `nasstudy run` continues the rest (stopped jobs "
+              "from their checkpoints)", file=sys.stderr)  # fmt: skip
+        return 128 + stopped_by
     if rc != 0:
         for line in run_guard.job_errors(Path("logs") / cfg["study"], started):
             print(f"nasstudy: failed: {line}", file=sys.stderr)

@@ -7,44 +7,43 @@
 - Outputs of jobs that were running when a run died are redone with `--rerun-incomplete`; the jobs
   themselves continue from their checkpoints (nasstudy.checkpoint).
 - When a run fails, the one-line error each failed job left in its log is printed at the end.
+- Ctrl-C or SIGTERM to `nasstudy run` stops Snakemake and its jobs cleanly and waits for them: no
+  lock, no orphaned Snakemake, finished jobs kept, stopped ones resume from their checkpoints.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import psutil
+
 ERROR_MARK = "[nasstudy] ERROR "
+JOB_SCRIPT = "snakemake/scripts/"  # a local job is `python .snakemake/scripts/tmpXXXX.run_stage.py`
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def live_snakemake_runs(workdir: Path) -> list[tuple[int, str]]:
-    """(pid, command line) of running Snakemake processes whose working directory is `workdir`."""
+    """(pid, command line) of running Snakemake processes whose working directory is `workdir`
+    (psutil, so that this works wherever psutil does, not only on Linux's /proc)."""
     workdir = workdir.resolve()
     own = {os.getpid(), os.getppid()}
     found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) in own:
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        cmd = " ".join(proc.info["cmdline"] or [])
+        if proc.pid in own or "snakemake" not in cmd or "--unlock" in cmd or JOB_SCRIPT in cmd:
             continue
         try:
-            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-            if "snakemake" not in cmd or "--unlock" in cmd or "snakemake/scripts/" in cmd:
-                continue
-            if Path(os.readlink(entry / "cwd")).resolve() == workdir and _is_running(entry):
-                found.append((int(entry.name), cmd))
-        except OSError:
+            if Path(proc.cwd()).resolve() == workdir and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append((proc.pid, cmd))
+        except (psutil.Error, OSError):
             continue  # gone meanwhile, or not ours to read
     return sorted(found)
-
-
-def _is_running(proc: Path) -> bool:
-    """False for a zombie (exited, not yet reaped)."""
-    try:
-        return (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
 
 
 def has_lock(workdir: Path) -> bool:
@@ -96,3 +95,58 @@ def error_line(rule: str, wildcards: dict[str, str], exc: BaseException) -> str:
         where = f" writing {exc.filename}" if exc.filename else ""
         msg = f"no space left on device{where}: free some space and run again (finished jobs are kept)"
     return f"{ERROR_MARK}{rule}[{wc}]: {type(exc).__name__}: {msg}"
+
+
+def run_snakemake(cmd: list[str], env: dict[str, str]) -> tuple[int, int | None]:
+    """Run Snakemake to its end: (exit code, the SIGINT/SIGTERM that stopped it, or None).
+
+    A SIGINT (Ctrl-C) or SIGTERM to nasstudy is passed on as SIGTERM to Snakemake (it starts no new
+    job) and to its running jobs (each stops like on Ctrl-C: one error line, MLflow run FAILED,
+    checkpoint kept), then nasstudy waits until Snakemake has ended and released its lock. SIGTERM,
+    not SIGINT, because a second delivery must be harmless: Ctrl-C in a terminal reaches Snakemake
+    and the jobs directly as well, and Snakemake's SIGTERM handler only sets a flag.
+    """
+    received: list[int] = []
+    proc: subprocess.Popen | None = None
+
+    def stop(signum: int, _frame: object) -> None:
+        received.append(signum)
+        if proc is not None:
+            stop_snakemake(proc.pid)
+
+    previous = {s: signal.signal(s, stop) for s in STOP_SIGNALS}
+    try:
+        proc = subprocess.Popen(cmd, env=env)
+        if received:  # arrived while Snakemake was being started
+            stop_snakemake(proc.pid)
+        rc = proc.wait()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    return rc, (received[0] if received else None)
+
+
+def stop_snakemake(pid: int) -> None:
+    """SIGTERM to Snakemake `pid` and to each local job it is running."""
+    try:
+        snakemake = psutil.Process(pid)
+        jobs = [p for p in snakemake.children(recursive=True) if JOB_SCRIPT in " ".join(p.cmdline())]
+    except psutil.Error:
+        return  # already gone
+    for p in (snakemake, *jobs):
+        with contextlib.suppress(psutil.Error):
+            p.send_signal(signal.SIGTERM)
+
+
+def stop_on_signal() -> None:
+    """In a job: the first SIGINT/SIGTERM raises KeyboardInterrupt (the job logs its one error line,
+    marks its MLflow run FAILED, removes temp files); later ones are ignored so that they cannot cut
+    that clean-up short (Ctrl-C in a terminal reaches a job directly and through nasstudy)."""
+
+    def stop(signum: int, _frame: object) -> None:
+        for s in STOP_SIGNALS:
+            signal.signal(s, signal.SIG_IGN)
+        raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
+
+    for s in STOP_SIGNALS:
+        signal.signal(s, stop)

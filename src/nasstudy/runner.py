@@ -42,8 +42,9 @@ def run_job(smk) -> None:
     """Call `nasstudy.stages.<rule>.run` with the job's files, params and wildcards, tracked in MLflow."""
     from nasstudy import mlflow_tracking
     from nasstudy.checkpoint import job_checkpoint
-    from nasstudy.run_guard import error_line
+    from nasstudy.run_guard import error_line, stop_on_signal
 
+    stop_on_signal()
     if smk.log:
         redirect_output(smk.log[0])
     rule = smk.rule

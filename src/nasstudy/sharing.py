@@ -37,10 +37,26 @@ def check_repo() -> str | None:
     return None
 
 
+def lost_files(remote: list[str]) -> list[str]:
+    """Outputs dvc.lock records (files, or a folder whose listing is gone) that are in neither the
+    cache nor the remote: `dvc push` only warns about them ("Missing cache files") and exits 0, and
+    a clone could never pull them."""
+    res = dvc("data", "status", "--granular", "--not-in-remote", "--json", *remote)
+    status = json.loads(res.stdout or "{}") if res.returncode == 0 else {}
+    gone = sorted(set(status.get("not_in_cache", [])) & set(status.get("not_in_remote", [])))
+    return [f for f in gone if not f.endswith("/")] or gone  # the files, not also their folder
+
+
 def cmd_push(args: argparse.Namespace) -> int:
     if problem := check_repo():
         return fail(problem)
     extra = ["--remote", args.remote] if args.remote else []
+    if lost := lost_files(extra):
+        return fail(
+            f"{len(lost)} output(s) that dvc.lock records are neither in the DVC cache nor on the remote "
+            f"(first: {lost[0]}); nothing was pushed. `nasstudy run` puts the finished results back in the "
+            "cache (dvc commit) and redoes what is gone; then push again"
+        )
     res = subprocess.run([dvc_executable(), "push", *extra])
     if res.returncode != 0:
         return fail("dvc push failed (see above)")
