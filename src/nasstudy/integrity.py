@@ -33,10 +33,18 @@ class Altered:
         return f"{self.path} is not what {self.job} wrote (md5 {self.recorded[:12]} recorded, {self.disk[:12]} now)"
 
 
-def recorded_outputs(config: dict, workdir: Path) -> dict[str, tuple[str, str]]:
-    """path -> (md5, job) of every output under results/<study>/ as the newest finished job run that
-    wrote it recorded. Empty where no store or experiment exists yet (a fresh study or clone).
-    Raises mlflow_tracking.TrackingUnavailable or a store error where the store cannot be read."""
+@dataclass
+class Record:
+    md5: str  # what the newest finished job run that wrote the file recorded
+    job: str
+    params_hash: str | None
+    accepted: set[str]  # md5s recorded by runs of that job with the same params (another clone on a shared store)
+
+
+def recorded_outputs(config: dict, workdir: Path) -> dict[str, Record]:
+    """What the finished job runs recorded for every output under results/<study>/. Empty where no
+    store or experiment exists yet (a fresh study or clone). Raises
+    mlflow_tracking.TrackingUnavailable or a store error where the store cannot be read."""
     from nasstudy import mlflow_tracking as mt
 
     uri = mt.check_tracking_server(config, workdir)
@@ -50,9 +58,12 @@ def recorded_outputs(config: dict, workdir: Path) -> dict[str, tuple[str, str]]:
         return {}
     prefix, out = f"results/{config['study']}/", {}
     for run in lineage.job_runs(client, exp.experiment_id):  # newest first
+        params_hash = run.data.tags.get("nasstudy.params_hash")
         for rec in lineage.file_records(run.data.tags, "output", workdir):
             if rec["path"].startswith(prefix) and rec["md5"]:
-                out.setdefault(rec["path"], (rec["md5"], run.info.run_name))
+                r = out.setdefault(rec["path"], Record(rec["md5"], run.info.run_name, params_hash, set()))
+                if r.params_hash == params_hash:
+                    r.accepted.add(rec["md5"])
     return out
 
 
@@ -72,19 +83,20 @@ def dvc_recorded(workdir: Path) -> dict[str, str]:
 
 
 def altered_files(config: dict, workdir: Path | None = None) -> list[Altered]:
-    """Files of the study on disk whose md5 is neither what their newest job recorded nor what
-    dvc.lock holds (a pulled file matches dvc.lock). Files no job recorded are not judged."""
+    """Files of the study on disk whose md5 is neither what their newest job recorded (or a run of it
+    with the same params did) nor what dvc.lock holds (a pulled file matches dvc.lock). Files no
+    job recorded are not judged."""
     workdir = Path(workdir or os.getcwd())
     return compare(recorded_outputs(config, workdir), workdir)
 
 
-def compare(records: dict[str, tuple[str, str]], workdir: Path) -> list[Altered]:
+def compare(records: dict[str, Record], workdir: Path) -> list[Altered]:
     dvc = dvc_recorded(workdir) if records else {}
     altered = []
-    for path, (md5, job) in sorted(records.items()):
+    for path, r in sorted(records.items()):
         f = workdir / path
-        if f.is_file() and (disk := file_md5(f)) not in (md5, dvc.get(path)):
-            altered.append(Altered(path, job, md5, disk))
+        if f.is_file() and (disk := file_md5(f)) not in r.accepted and disk != dvc.get(path):
+            altered.append(Altered(path, r.job, r.md5, disk))
     return altered
 
 
@@ -98,7 +110,7 @@ def study_files(summary_cmd: list[str]) -> set[str]:
 
 def check(
     config: dict, summary_cmd: list[str], workdir: Path | None = None
-) -> tuple[list[Altered], dict[str, tuple[str, str]], str | None]:
+) -> tuple[list[Altered], dict[str, Record], str | None]:
     """The altered files that belong to the study's DAG (a file of a job no longer in it is left
     alone), every recorded output, and why the md5s could not be checked (None when they were)."""
     from nasstudy import mlflow_tracking as mt
