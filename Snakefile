@@ -20,7 +20,27 @@ include: "rules/transfer.smk"
 include: "rules/report.smk"
 
 
+def every_artifact():
+    """Every output of every job of the study, not only the report's: Snakemake reruns a job whose
+    output is missing only when some target or running job asks for that file, so a deleted
+    model.pt (no report input) would otherwise never be rebuilt."""
+    evolved = dict(method=config["evolution"]["methods"], gen=range(1, GENS + 1))
+    return [
+        *rules.prepare_data.output,
+        *rules.init_space.output,
+        *expand(rules.evolve_space.output, **evolved),
+        *expand(rules.warmup_supernet.output, space=SPACES),
+        *expand(rules.search.output, space=SPACES, method=METHODS),
+        *expand(rules.retrain.output, space=SPACES, method=METHODS),
+        *expand(rules.transfer.output, task=TASKS, space=SPACES, method=TRANSFER_METHODS),
+        *rules.report.output,
+    ]
+
+
+ARTIFACTS = every_artifact()
+
+
 rule all:
     input:
-        rules.report.output,
+        ARTIFACTS,
     default_target: True

@@ -54,8 +54,8 @@ onstart:
 
 
 onsuccess:
-    pipeline.on_finish(config, success=True)
+    pipeline.on_finish(config, success=True, artifacts=ARTIFACTS)
 
 
 onerror:
-    pipeline.on_finish(config, success=False)
+    pipeline.on_finish(config, success=False, artifacts=ARTIFACTS)

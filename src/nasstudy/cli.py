@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from nasstudy import lineage, run_guard, sharing
+from nasstudy import integrity, lineage, run_guard, sharing
 from nasstudy.config import DEFAULT_PARAMS, PROJECT_ROOT, ParamsError, load_params
 from nasstudy.pipeline import dvc_executable
 
@@ -126,6 +126,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"nasstudy: {reason}", file=sys.stderr)
             return 3
         extra += ["--rerun-incomplete"]  # outputs of jobs a dead run left half-done: redo (from checkpoints)
+    extra += integrity.recompute_args(cfg, snakemake_command(params, "1", ["--summary"]))  # hand-edited files
     if args.until:
         extra += ["--until", *last_jobs_of(params, args.until, [x for x in extra if x != "--dry-run"])]
     cmd = snakemake_command(params, str(args.cores), extra)
@@ -160,24 +161,41 @@ def pending_jobs(dry_run_output: str) -> dict[str, int]:
     return counts
 
 
+def missing_outputs(dry_run_output: str) -> list[str]:
+    """The files a Snakemake dry run plans to make because they are missing ('Missing output files: ...')."""
+    found = re.findall(r"Missing output files: ([^;\n]+)", dry_run_output)
+    return sorted({f.strip() for line in found for f in line.split(", ")})
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     params = Path(args.params) if args.params else None
     cfg = check_params(params)
     study = cfg["study"]
     print(f"study:   {study}")
     print(f"results: results/{study}/")
-    cmd = snakemake_command(params, "1", ["--dry-run", "--quiet", "rules"])
+    cmd = snakemake_command(params, "1", ["--dry-run"])
     out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode != 0:
         print(out.stderr.strip(), file=sys.stderr)
         return out.returncode
     pending = pending_jobs(out.stdout + out.stderr)
-    if not pending:
+    altered, records, problem = integrity.check(cfg, snakemake_command(params, "1", ["--summary"]))
+    if not pending and not altered:
         print("jobs:    all done, nothing to run")
-    else:
+    elif pending:
         print(f"jobs:    {sum(pending.values())} pending: " + ", ".join(f"{r} {n}" for r, n in pending.items()))
+    else:
+        print("jobs:    the jobs of the altered files below are to rerun, and what depends on them")
+    gone = [f for f in missing_outputs(out.stdout + out.stderr) if f in records]
+    if gone:
+        print(f"missing: {len(gone)} files made by finished jobs: {', '.join(gone)} (`nasstudy run` rebuilds them)")
+    for a in altered:
+        print(f"altered: {a} (`nasstudy run` recomputes it)")
+    if problem:
+        print(f"md5s:    not checked: tracking error: {problem}")
     report = Path(f"results/{study}/report/summary.md")
-    print(f"report:  {report if report.is_file() else '(not yet made)'}")
+    stale = " (out of date: `nasstudy run` updates it)" if pending or altered else ""
+    print(f"report:  {report if report.is_file() else '(not yet made)'}{stale if report.is_file() else ''}")
     if Path(".dvc").is_dir():
         res = subprocess.run([dvc_executable(), "status", "--quiet"], capture_output=True)
         print(

@@ -245,12 +245,15 @@ def lineage(path: str | Path, config: dict, workdir: Path | None = None) -> dict
         raise LineageError(str(e)) from None
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=uri)
     name = config["tracking"]["experiment"]
-    exp = mt.retry(lambda: client.get_experiment_by_name(name))
-    if exp is None:
-        raise LineageError(f"no MLflow experiment '{name}' at {uri}; " + NOT_RECORDED.format(path=rel))
-    nodes = walk(client, exp.experiment_id, rel, workdir)
+    try:  # a corrupt or locked mlflow.db: one line, not SQLAlchemy's traceback
+        client = mt.retry(lambda: MlflowClient(tracking_uri=uri))
+        exp = mt.retry(lambda: client.get_experiment_by_name(name))
+        if exp is None:
+            raise LineageError(f"no MLflow experiment '{name}' at {uri}; " + NOT_RECORDED.format(path=rel))
+        nodes = walk(client, exp.experiment_id, rel, workdir)
+    except mt.store_errors() as e:
+        raise LineageError(f"tracking error: {mt.tracking_failure(uri, e)}") from None
     dvc = dvc_records(nodes, workdir)
     flagged = sorted({r["path"] for n in nodes for r in (*n["outputs"], *n["inputs"]) if r["status"] != OK})
     return {"path": rel, "tracking_uri": uri, "experiment": name, "nodes": nodes, "dvc": dvc, "flagged": flagged}

@@ -12,9 +12,11 @@ logs to the local SQLite store instead (so a laptop run does not need the lab's 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -109,10 +111,34 @@ def check_tracking_server(config: dict, workdir: Path | None = None) -> str:
 
 
 def client_for(config: dict):
-    """An MlflowClient on the study's store (the local one where an optional server is down)."""
+    """An MlflowClient on the study's store (the local one where an optional server is down).
+    Opening a SQLite store reads it, so a job starting while another writes can meet its lock too."""
     from mlflow.tracking import MlflowClient
 
-    return MlflowClient(tracking_uri=effective_tracking_uri(config))
+    uri = effective_tracking_uri(config)
+    return retry(lambda: MlflowClient(tracking_uri=uri))
+
+
+def store_errors() -> tuple[type[BaseException], ...]:
+    """What a store that cannot be used raises (a corrupt or locked SQLite file, a failing server)."""
+    from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import SQLAlchemyError
+
+    return (MlflowException, SQLAlchemyError, sqlite3.Error, OSError)
+
+
+def tracking_failure(uri: str, exc: BaseException) -> str:
+    """One line for a store error: the URI, the cause's first line and what to do."""
+    if isinstance(exc, TrackingUnavailable):
+        return str(exc)
+    cause = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    if "locked" in cause.lower():
+        hint = "another process holds its lock; run again when it is done"
+    elif uri.startswith("sqlite:"):
+        hint = "if the file is damaged, move it away (a new store is made; earlier runs stay in the old file)"
+    else:
+        hint = "check the server and MLFLOW_TRACKING_URI / params tracking.uri"
+    return f"MLflow store {uri} cannot be used ({cause}); {hint}"
 
 
 def retry(fn: Callable[[], T], attempts: int = 8) -> T:
@@ -155,7 +181,12 @@ def ensure_study_run(config: dict) -> str:
     if run is None:
         tags = {STUDY_TAG: config["study"], ROLE_TAG: "study", "mlflow.runName": f"study:{config['study']}"}
         run = retry(lambda: client.create_run(exp_id, tags=tags, run_name=f"study:{config['study']}"))
-        log_params(client, run.info.run_id, flatten(config))
+        try:
+            log_params(client, run.info.run_id, flatten(config))
+        except BaseException:  # a start that fails must not leave the parent run RUNNING
+            with contextlib.suppress(Exception):
+                client.set_terminated(run.info.run_id, "FAILED")
+            raise
     else:
         retry(lambda: client.update_run(run.info.run_id, status="RUNNING"))
     return run.info.run_id

@@ -58,31 +58,33 @@ def on_start(config: dict) -> None:
     """Open (or find) the study's MLflow parent run once, serially, before any job starts.
     An unreachable tracking server (with `tracking.required`) stops here with one line, not
     minutes later inside every job's MLflow retries."""
-    from nasstudy import mlflow_tracking
+    from nasstudy import mlflow_tracking as mt
 
     try:
-        mlflow_tracking.ensure_study_run(config)
-    except mlflow_tracking.TrackingUnavailable as e:
-        print(f"tracking error: {e}", file=sys.stderr)
+        mt.ensure_study_run(config)
+    except (mt.TrackingUnavailable, *mt.store_errors()) as e:  # also a corrupt or locked mlflow.db
+        print(f"tracking error: {mt.tracking_failure(mt.effective_tracking_uri(config), e)}", file=sys.stderr)
         raise SystemExit(1) from None
 
 
-def on_finish(config: dict, success: bool) -> None:
-    """Close the parent run and record every phase whose outputs exist in dvc.lock, after a failed run
-    too: what finished is recorded (a failed job's outputs are already gone, Snakemake removes them)."""
+def on_finish(config: dict, success: bool, artifacts: list[str] | None = None) -> None:
+    """Close the parent run and record in dvc.lock every phase whose `artifacts` (the study's output
+    files) all exist and are what their jobs wrote, after a failed run too: what finished is recorded;
+    a phase with a failed job (Snakemake removed its outputs) keeps its old record."""
     from nasstudy import mlflow_tracking
     from nasstudy.checkpoint import clear_finished
 
     try:
         mlflow_tracking.finish_study_run(config, success)
     finally:
-        dvc_commit(config)
+        dvc_commit(config, artifacts=artifacts)
         if success:  # every job of this run is recorded: their last checkpoints are no longer needed
             clear_finished(config["study"])
 
 
-def dvc_stages_for(study: str, workdir: Path) -> list[str]:
-    """The dvc.yaml stages whose outputs belong to `study` and all exist (those can be committed)."""
+def dvc_stages_for(study: str, workdir: Path, unfinished: dict[str, str] | None = None) -> list[str]:
+    """The dvc.yaml stages whose outputs belong to `study` and all exist (those can be committed), but
+    none holding a file of `unfinished` (path -> why: missing, altered); one line says why for those."""
     dvc_yaml = workdir / "dvc.yaml"
     if not dvc_yaml.is_file():
         return []
@@ -90,9 +92,31 @@ def dvc_stages_for(study: str, workdir: Path) -> list[str]:
     names = []
     for name, stage in stages.items():
         outs = [next(iter(o)) if isinstance(o, dict) else o for o in stage.get("outs", [])]
-        if outs and all(o.startswith(f"results/{study}/") and (workdir / o).exists() for o in outs):
+        if not outs or not all(o.startswith(f"results/{study}/") and (workdir / o).exists() for o in outs):
+            continue
+        bad = sorted(p for p in unfinished or {} if any(p.startswith(o.rstrip("/") + "/") for o in outs))
+        if bad:
+            more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+            print(f"nasstudy: dvc.lock keeps its old record of phase {name}: {bad[0]} {unfinished[bad[0]]}{more}; "
+                  "`nasstudy run` makes it", file=sys.stderr)  # fmt: skip
+        else:
             names.append(name)
     return names
+
+
+def unfinished_files(config: dict, artifacts: list[str], workdir: Path) -> dict[str, str]:
+    """The study's files that dvc.lock must not record yet: missing ones (a job that failed or never ran)
+    and altered ones (not what their job wrote, nasstudy.integrity)."""
+    from nasstudy import integrity
+    from nasstudy import mlflow_tracking as mt
+
+    bad = {a: "is missing (its job did not finish)" for a in artifacts if not (workdir / a).exists()}
+    try:
+        bad.update({a.path: f"is altered ({a})" for a in integrity.altered_files(config, workdir)})
+    except (mt.TrackingUnavailable, *mt.store_errors()) as e:
+        why = mt.tracking_failure(mt.tracking_uri(config, workdir), e)
+        print(f"nasstudy: warning: md5s not checked before dvc commit: {why}", file=sys.stderr)
+    return bad
 
 
 def dvc_executable() -> str:
@@ -101,13 +125,15 @@ def dvc_executable() -> str:
     return str(dvc) if dvc.exists() else "dvc"
 
 
-def dvc_commit(config: dict, workdir: Path | None = None) -> None:
+def dvc_commit(config: dict, workdir: Path | None = None, artifacts: list[str] | None = None) -> None:
     """`dvc commit` the finished phases so that dvc.lock holds their hashes and `dvc status` is clean.
-    Skipped inside `dvc repro` (which records by itself) and where the folder is no DVC repo."""
+    Skipped inside `dvc repro` (which records by itself) and where the folder is no DVC repo.
+    With `artifacts` (every output file of the study), phases with a missing or altered file are not."""
     workdir = Path(workdir or os.getcwd())
     if os.environ.get("NASSTUDY_NO_DVC") or not (workdir / ".dvc").is_dir():
         return
-    names = dvc_stages_for(config["study"], workdir)
+    unfinished = unfinished_files(config, artifacts, workdir) if artifacts is not None else None
+    names = dvc_stages_for(config["study"], workdir, unfinished)
     if not names:
         return
     cmd = [dvc_executable(), "commit", "--force", "--quiet", *names]
