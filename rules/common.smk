@@ -5,10 +5,7 @@ from nasstudy import config as nasconfig
 from nasstudy import pipeline
 
 try:
-    # Snakemake's own loader (used for --configfile) keeps the last of two equal keys and expands
-    # aliases; re-read every config file with nasstudy's, which refuses both, before validating.
-    for configfile_path in workflow.configfiles:
-        nasconfig.read_yaml(configfile_path)
+    nasconfig.recheck_files(workflow.configfiles)  # repeated keys, aliases: refused as in `nasstudy run`
     config.update(nasconfig.validate(dict(config)))
 except nasconfig.ParamsError as err:
     print(f"params error: {err}", file=sys.stderr)

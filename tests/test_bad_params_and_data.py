@@ -121,6 +121,18 @@ def test_plain_snakemake_configfile_with_repeated_keys_is_refused(tmp_path: Path
     assert not (project / "results").exists()
 
 
+@pytest.mark.parametrize("workflow", ["bench_nb201.smk", "bench_space_nb201.smk"])
+def test_bench_workflow_configfile_with_repeated_keys_is_refused(tmp_path: Path, workflow: str) -> None:
+    """The benchmark workflows re-read their --configfile with nasstudy's loader too."""
+    project = make_project(tmp_path)
+    dup = tmp_path / "dup.yaml"
+    dup.write_text("study: a\nseed: 1\nstudy: b\n")
+    out = snakemake(project, "-s", f"workflow/{workflow}", "--dry-run", "--configfile", str(dup))
+    assert out.returncode != 0
+    expected = f"params error: params file {dup} repeats key 'study' (lines 1 and 3); each key may appear once"
+    assert out.stderr.strip().splitlines()[-1] == expected  # after Snakemake's own "Using workflow profile" line
+
+
 # ---------------------------------------------------------------- training
 
 

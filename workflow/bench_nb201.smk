@@ -9,6 +9,7 @@ from nasstudy import pipeline
 
 # A bench params file stands alone (no overlay): --configfile FILE, or params/bench-nb201.yaml.
 try:
+    nasconfig.recheck_files(workflow.configfiles)  # repeated keys, aliases: refused
     if not config:
         config.update(nasconfig.read_yaml(f"{workflow.basedir}/../params/bench-nb201.yaml"))
     config.update(nasconfig.validate(dict(config), "bench"))

@@ -96,6 +96,13 @@ def read_yaml(path: str | Path) -> dict:
     return data
 
 
+def recheck_files(paths: list) -> None:
+    """Re-read params files that Snakemake already loaded (`--configfile`) with nasstudy's loader:
+    Snakemake's keeps the last of two equal keys and expands aliases; ours refuses both."""
+    for path in paths:
+        read_yaml(path)
+
+
 def deep_merge(base: dict, override: dict) -> dict:
     """Snakemake's rule for several config files: mappings merge key by key, anything else replaces."""
     out = copy.deepcopy(base)
