@@ -115,6 +115,23 @@ def test_outputs_agree(inputs, tmp_path, method):
     assert [s for _, s in curve] == list(range(1, 13)) and curve[-1][0] == max(accs)
 
 
+def test_rea_repeats_are_told_but_not_charged(inputs, tmp_path):
+    """Textbook REA in the study: a repeated child joins the population (it is in state.json's
+    history) but is answered from the cache: the budget, history.csv and best.json count queries."""
+    outputs, tracker = run_search(inputs, tmp_path, budget=20)
+    told = [tuple(h["arch"]) for h in json.loads(outputs["state"].read_text())["method"]["history"]]
+    assert len(told) > len(set(told)) == 20  # some children were repeats
+    rows = read_rows(outputs["history"])
+    assert [int(r["query"]) for r in rows] == list(range(1, 21)) and len({r["arch"] for r in rows}) == 20
+    best = json.loads(outputs["best"].read_text())
+    first = {}
+    for arch in told:
+        first.setdefault(arch, len(first) + 1)
+    space = MobileSpace(SPACE_CFG, initial_state(SPACE_CFG))
+    assert best["queries"] == 20 and best["queries_to_best"] == first[space.from_string(best["arch"])]
+    assert [s for k, _, s in tracker.metrics if k == "best_acc"] == list(range(1, 21))
+
+
 def test_resume_continues_exactly(inputs, tmp_path, monkeypatch):
     straight, _ = run_search(inputs, tmp_path / "straight", budget=20)
     run_search(inputs, tmp_path / "resumed", budget=10)  # as if the job had died after 10 queries
