@@ -26,6 +26,7 @@ def main() -> None:
     ap.add_argument("--params", type=Path, default=ROOT / "params" / "bench-nb201.yaml")
     ap.add_argument("--methods", nargs="+", default=["rea"])
     ap.add_argument("--seeds", type=int, default=100)
+    ap.add_argument("--first", type=int, default=0, help="first seed (run number)")
     ap.add_argument("--set", nargs="*", default=[], metavar="KNOB=VALUE", help="override a method knob (json value)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "methods_nb201.json")
     args = ap.parse_args()
@@ -45,7 +46,7 @@ def main() -> None:
         results, timings = [], []
         start = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
-            for run in range(args.seeds):
+            for run in range(args.first, args.first + args.seeds):
                 out = {k: Path(tmp) / f"{run}.{k}.{ext}" for k, ext in (("history", "csv"), ("result", "json"),
                                                                          ("timing", "json"))}  # fmt: skip
                 bench_search.run({}, out, {**params, "methods": {method: spec}}, {"method": method, "run": str(run)},
