@@ -106,7 +106,7 @@ class WeakNAS(SearchMethod):
     100 epochs, L2 1e-4; see `MlpRegime`); its size is a knob. The paper's 4 x 1000 costs 20-100 s
     a fit on one core, too much for 100 seeds x up to 100 fits in a CPU benchmark, so the default
     is 4 x 256 (a few seconds a fit; params/paper.yaml sets 4 x 1000). 2 x 64, cheaper still,
-    underfits in 100 epochs at lr 1e-3: it missed 3 of 18 NB201 seeds where 4 x 256 missed 1 of 13.
+    underfits in 100 epochs at lr 1e-3: it missed 3 of 18 NB201 seeds, 4 x 256 missed 2 of 20.
     """
 
     name = "weaknas"
