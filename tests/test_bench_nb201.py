@@ -13,6 +13,9 @@ import numpy as np
 import pytest
 import yaml
 
+from nasstudy.evaluators import STALL_REPEATS
+from nasstudy.methods.rea import RegularizedEvolution
+from nasstudy.methods.weaknas import WeakNAS
 from nasstudy.spaces.nb201 import arch_string
 from nasstudy.stages import bench_search, bench_summary
 from nasstudy.tracking import MemoryTracker
@@ -70,9 +73,44 @@ def test_each_method_finds_the_best_arch_of_a_small_table(tmp_path: Path, method
     assert r["pick_report_acc_at"]["5"] == float(history[4]["pick_report_acc"])
 
 
+def test_sequential_rea_is_asked_one_at_a_time_and_its_repeats_are_free(tmp_path: Path, monkeypatch) -> None:
+    """REA sees every result before its next child; a repeated child is told (it joins the
+    population) but is a free lookup: not a query, not a history row. WeakNAS keeps its batches."""
+    sizes: dict[str, list[int]] = {"rea": [], "weaknas": []}
+    for cls, name in ((RegularizedEvolution, "rea"), (WeakNAS, "weaknas")):
+        monkeypatch.setattr(cls, "ask", lambda self, n, real=cls.ask, name=name: sizes[name].append(n) or real(self, n))
+    out = run_one(tmp_path, "rea", {"budget": 729, "params": {"population": 10, "tournament": 3}})
+    r = out["data"]
+    assert set(sizes["rea"]) == {1} and r["stop"] == "found"
+    assert r["asks"] > r["queries"]  # some children were repeats ...
+    assert len(list(csv.DictReader(open(out["history"])))) == r["queries"] == r["found_at"]  # ... not charged
+    run_one(tmp_path, "weaknas", {"budget": 60, "params": {"top_m": 20}})
+    assert set(sizes["weaknas"]) == {bench_search.BATCH}
+
+
+def test_a_stalled_run_is_recorded_with_its_queries(tmp_path: Path) -> None:
+    """RelativeNAS with a population of 2 converges at once: the pair decodes to archs already seen
+    forever after. The run stops as `stalled` (not a budget miss) with the queries it spent."""
+    r = run_one(tmp_path, "relativenas", {"budget": 729, "params": {"population": 2}})["data"]
+    assert r["stop"] == "stalled" and r["queries"] < 729
+    assert r["asks"] >= r["queries"] + STALL_REPEATS
+    results = [
+        {**r, "method": "m"},
+        {"method": "m", "budget": 729, "queries": 729, "stop": "budget", "found_at": None,
+         "found_at_or_predicted": None, "pick_report_acc_at": {}},
+        {"method": "m", "budget": 729, "queries": 40, "stop": "found", "found_at": 40,
+         "found_at_or_predicted": 40, "pick_report_acc_at": {}},
+    ]  # fmt: skip
+    (row,) = bench_summary.summarise(results, [{"seconds": 1.0}] * 3, [])
+    assert (row["found"], row["missed"], row["stalled"]) == (1, 2, 1)
+    assert row["stalled_queries_mean"] == r["queries"]
+    md = bench_summary.markdown([row], [], {"study": "s", "table": "t", "search_metric": "a", "report_metric": "b"})
+    assert f"| 1/3 | 1 ({r['queries']:g}) |" in md
+
+
 def test_budget_stops_a_run_and_a_miss_is_recorded(tmp_path: Path) -> None:
     r = run_one(tmp_path, "random", {"budget": 3})["data"]
-    assert r["queries"] == 3
+    assert r["queries"] == 3 and r["stop"] in ("budget", "found")
     assert r["found_at"] is None or r["found_at"] <= 3
 
 

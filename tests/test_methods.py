@@ -96,22 +96,54 @@ def test_rea_population_ages():
         assert method.population == method.history[-REA["population"] :]  # the oldest died
 
 
-def test_rea_child_is_one_mutation_from_tournament_winner():
-    # tournament == population: the winner is always the population's best
-    method = make("rea", seed=1, population=6, tournament=6)
+def test_rea_child_is_the_first_mutant_of_the_tournament_winner_even_if_seen():
+    """Textbook REA: `tournament` members drawn with replacement, one mutation of the best, and that
+    child is proposed as is, repeat or not (no redraws), so each child costs one tournament."""
+    space = ToySpace()
+    method = make("rea", seed=1, population=6, tournament=3)
     run(method, 6)
-    for _ in range(15):
-        top = max(m["acc"] for _, m in method.population)
-        winners = [a for a, m in method.population if m["acc"] == top]  # ties: any of them
+    repeats = 0
+    for _ in range(60):
+        population = method.population
+        replay = np.random.Generator(type(method.rng.bit_generator)())
+        replay.bit_generator.state = method.rng.bit_generator.state
+        picks = replay.integers(len(population), size=3)
+        winner = population[max(picks, key=lambda i: population[i][1]["acc"])][0]
         (child,) = method.ask(1)
-        assert min(sum(c != w for c, w in zip(child, win)) for win in winners) == 1
+        assert child == space.mutate(winner, replay)
+        assert method.rng.bit_generator.state == replay.bit_generator.state  # nothing drawn beyond that
+        repeats += child in method.seen
         method.tell([child], [score(child)])
-    # a smaller tournament: a batched child is one mutation from some living member
+    assert repeats > 0  # some children were repeats, kept as they came
+    # a batched ask: n tournaments on the same population, each child one mutation from a member
     method = make("rea", seed=2)
     run(method, 10)
     population = [a for a, _ in method.population]
     for child in method.ask(5):
         assert min(sum(c != p for c, p in zip(child, parent)) for parent in population) == 1
+
+
+def test_rea_repeat_joins_the_population_and_an_aged_out_arch_can_return():
+    """A repeated child is told again (free where the evaluator caches): it is appended as the
+    youngest member and the oldest dies, and an arch that aged out may come back as a child."""
+    method = make("rea", seed=0, population=10, tournament=3)
+    cache: dict = {}
+    while len(cache) < 150:
+        (child,) = method.ask(1)
+        before = list(method.population)
+        metrics = cache.setdefault(child, score(child))
+        method.tell([child], [metrics])
+        if len(before) == 10:  # the oldest died, the child (repeat or not) is the youngest
+            assert method.population == before[1:] + [(child, metrics)]
+    archs = [a for a, _ in method.history]
+    assert len(archs) > len(set(archs)) == 150  # repeats were kept in the population
+    assert method.queries_to(len(archs) - 1) == 150 and method.queries_to(9) == 10
+    last: dict = {}
+    returned = 0
+    for i, arch in enumerate(archs):
+        returned += arch in last and i - last[arch] > 10  # gone from the 10 living members, then back
+        last[arch] = i
+    assert returned > 0
 
 
 def test_rea_beats_random_on_average():

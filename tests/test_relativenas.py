@@ -16,6 +16,7 @@ from nasstudy.methods import method_knobs
 from nasstudy.methods.random_search import RandomSearch
 from nasstudy.methods.relativenas import (
     RelativeNAS,
+    cosine_lr,
     decode_vector,
     fast_index,
     merge_pair_weights,
@@ -42,7 +43,7 @@ def run(method, queries: int, batch: int) -> None:
 
 def test_knobs_and_errors():
     assert method_knobs(RelativeNAS) == ["population", "compare"]
-    assert make(population=20).config() == {"population": 20, "compare": "loss"}
+    assert make(population=20).config() == {"population": 20, "compare": "acc"}  # the search metric by default
     with pytest.raises(ValueError, match="even"):
         make(population=5)
     with pytest.raises(ValueError, match="compare"):
@@ -69,12 +70,32 @@ def test_update_rule_matches_formula():
 
 
 def test_fast_learner_rule():
-    assert fast_index({"acc": 50, "loss": 1.0}, {"acc": 90, "loss": 0.5}) == 1  # lower loss, not higher acc
-    assert fast_index({"acc": 50, "loss": 0.4}, {"acc": 90, "loss": 0.5}) == 0
-    assert fast_index({"acc": 50, "loss": math.nan}, {"acc": 90, "loss": 0.1}) == 1  # NaN: by acc
-    assert fast_index({"acc": 95}, {"acc": 90, "loss": 0.1}) == 0  # missing loss: by acc
-    assert fast_index({"acc": 50, "loss": 1.0}, {"acc": 90, "loss": 0.5}, compare="acc") == 1
+    assert fast_index({"acc": 50, "loss": 0.4}, {"acc": 90, "loss": 0.5}) == 1  # by acc (the search metric)
+    assert fast_index({"acc": 50, "loss": 1.0}, {"acc": 90, "loss": 0.5}, compare="loss") == 1
+    assert fast_index({"acc": 50, "loss": 0.4}, {"acc": 90, "loss": 0.5}, compare="loss") == 0  # lower loss
+    assert fast_index({"acc": 50, "loss": math.nan}, {"acc": 90, "loss": 0.1}, compare="loss") == 1  # NaN: by acc
+    assert fast_index({"acc": 95}, {"acc": 90, "loss": 0.1}, compare="loss") == 0  # missing loss: by acc
     assert fast_index({"acc": 90, "loss": 0.5}, {"acc": 90, "loss": 0.5}) == 0  # ties: the first
+    # the method's default picks the fast learner by acc too: a pair where loss and acc disagree
+    method = make(population=2)
+    archs = method.ask(2)
+    method.tell(archs, [{"acc": 50.0, "loss": 0.4}, {"acc": 90.0, "loss": 0.5}])
+    assert not method.v[method.order[1]].any()  # the higher acc is the fast learner: it does not move
+    assert method.v[method.order[0]].any()  # the lower acc (despite its lower loss) is the slow learner
+
+
+def test_cosine_lr_is_the_papers_schedule():
+    """CosineAnnealingLR(T_max=epochs, eta_min=lr_min) stepped once per epoch, from lr 0.1 to 0.001."""
+    assert cosine_lr(0, 50, 0.1, 0.001) == pytest.approx(0.1)
+    assert cosine_lr(25, 50, 0.1, 0.001) == pytest.approx(0.0505)
+    assert cosine_lr(50, 50, 0.1, 0.001) == pytest.approx(0.001)
+    net = torch.nn.Linear(1, 1)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=50, eta_min=0.001)
+    for epoch in range(50):
+        assert cosine_lr(epoch, 50, 0.1, 0.001) == pytest.approx(opt.param_groups[0]["lr"]), epoch
+        opt.step()
+        sched.step()
 
 
 def test_only_the_slow_learner_moves_by_the_formula():

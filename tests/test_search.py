@@ -6,6 +6,7 @@ import base64
 import csv
 import io
 import json
+import math
 
 import numpy as np
 import pytest
@@ -55,7 +56,7 @@ def params(budget: int, method: str = "rea") -> dict:
         "relativenas": {
             "population": 4,
             "compare": "loss",
-            "joint": {"steps": 2, "batch_size": 16, "lr": 0.05, "momentum": 0.9, "weight_decay": 0.0},
+            "joint": {"steps": 2, "batch_size": 16, "lr": 0.05, "lr_min": 0.001, "momentum": 0.9, "weight_decay": 0.0},
         },
     }[method]
     return {
@@ -105,9 +106,30 @@ def test_outputs_agree(inputs, tmp_path, method):
 
     metrics = json.loads(outputs["metrics"].read_text())
     assert metrics == {"best_acc": max(accs), "queries": 12, "queries_to_best": best["queries_to_best"]}
-    assert len(json.loads(outputs["state"].read_text())["method"]["history"]) == 12
+    told = [tuple(h["arch"]) for h in json.loads(outputs["state"].read_text())["method"]["history"]]
+    if method == "relativenas":  # joint learning: every evaluation is a query
+        assert len(told) == 12
+    else:  # REA's repeats are told (they join its population) but not charged
+        assert len(set(told)) == 12 and {r["arch"] for r in rows} == {space.to_string(a) for a in told}
     curve = [(v, s) for k, v, s in tracker.metrics if k == "best_acc"]
     assert [s for _, s in curve] == list(range(1, 13)) and curve[-1][0] == max(accs)
+
+
+def test_rea_repeats_are_told_but_not_charged(inputs, tmp_path):
+    """Textbook REA in the study: a repeated child joins the population (it is in state.json's
+    history) but is answered from the cache: the budget, history.csv and best.json count queries."""
+    outputs, tracker = run_search(inputs, tmp_path, budget=20)
+    told = [tuple(h["arch"]) for h in json.loads(outputs["state"].read_text())["method"]["history"]]
+    assert len(told) > len(set(told)) == 20  # some children were repeats
+    rows = read_rows(outputs["history"])
+    assert [int(r["query"]) for r in rows] == list(range(1, 21)) and len({r["arch"] for r in rows}) == 20
+    best = json.loads(outputs["best"].read_text())
+    first = {}
+    for arch in told:
+        first.setdefault(arch, len(first) + 1)
+    space = MobileSpace(SPACE_CFG, initial_state(SPACE_CFG))
+    assert best["queries"] == 20 and best["queries_to_best"] == first[space.from_string(best["arch"])]
+    assert [s for k, _, s in tracker.metrics if k == "best_acc"] == list(range(1, 21))
 
 
 def test_resume_continues_exactly(inputs, tmp_path, monkeypatch):
@@ -129,6 +151,10 @@ def test_relativenas_learns_jointly_and_resumes_exactly(inputs, tmp_path, monkey
     assert len(read_rows(straight["history"])) == 12
     losses = [v for k, v, _ in tracker.metrics if k == "pair_train_loss"]
     assert len(losses) == 6 and np.isfinite(losses).all()
+    # the paper's cosine lr over budget / population = 3 epochs, one value per epoch (2 pairs each)
+    lrs = [v for k, v, _ in tracker.metrics if k == "joint_lr"]
+    want = [0.001 + 0.049 * (1 + math.cos(math.pi * e / 3)) / 2 for e in (0, 0, 1, 1, 2, 2)]
+    assert lrs == pytest.approx(want)
     state = json.loads(straight["state"].read_text())
     saved = torch.load(io.BytesIO(base64.b64decode(state["joint"]["torch"])), weights_only=True)["supernet"]
     start = torch.load(inputs["supernet"], weights_only=True)["state_dict"]

@@ -13,13 +13,14 @@ import torch
 from toy_space import OPTIMUM, ToySpace, score
 
 from nasstudy.methods import weaknas
-from nasstudy.methods.weaknas import WeakNAS, fit_predictor, zscore
+from nasstudy.methods.weaknas import MlpRegime, WeakNAS, fit_predictor, train_mlp, zscore
 from nasstudy.utils import make_rng
 
 torch.set_num_threads(1)
 
 # small and fast: the toy space has 729 archs
 KNOBS = {"initial": 10, "batch": 5, "top_m": 20, "mlp_layers": 2, "mlp_width": 32, "mlp_epochs": 30, "mlp_lr": 0.01}
+REGIME = MlpRegime(layers=2, width=32, epochs=30, lr=0.01)
 NB201_TABLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "nb201" / "nb201_cifar10.csv"
 
 
@@ -45,6 +46,34 @@ def test_knobs_are_checked():
         make(predictor="svm")
     with pytest.raises(ValueError, match="top_m"):
         make(top_m=0)
+    with pytest.raises(ValueError, match="mlp_l2=-1"):
+        make(mlp_l2=-1)
+
+
+def test_mlp_trains_in_minibatches_for_the_set_epochs_with_l2():
+    """The authors' regime (sklearn MLPRegressor): shuffled minibatches of `batch` (the last one
+    smaller) for `epochs` passes, and an L2 penalty that shrinks the weights."""
+    rng = np.random.default_rng(0)
+    x, y = rng.random((450, 12)).astype(np.float32), rng.normal(size=450)
+    sizes = []
+    hook = torch.nn.modules.module.register_module_forward_pre_hook(
+        lambda module, args: sizes.append(len(args[0])) if getattr(module, "in_features", None) == 12 else None
+    )
+    try:
+        train_mlp(x, y, seed=0, regime=MlpRegime(layers=2, width=16, epochs=3, batch=200))
+    finally:
+        hook.remove()
+    assert sizes == [200, 200, 50] * 3  # 3 epochs of 3 minibatches, one forward each
+
+    def weight_norm(l2: float) -> float:
+        net = train_mlp(x, y, seed=0, regime=MlpRegime(layers=2, width=16, epochs=20, lr=0.01, l2=l2))
+        return sum(float((m.weight.detach() ** 2).sum()) for m in net if isinstance(m, torch.nn.Linear))
+
+    assert weight_norm(1e4) < 0.5 * weight_norm(0.0)  # L2 shrinks the weights
+    assert MlpRegime() == MlpRegime(layers=4, width=1000, epochs=100, lr=1e-3, batch=200, l2=1e-4)  # the paper's
+    method = make(mlp_batch=64, mlp_l2=1e-3)
+    assert (method.regime.batch, method.regime.l2) == (64, 1e-3)
+    assert WeakNAS(EnumToySpace(), make_rng(0)).config()["mlp_lr"] == 1e-3  # the authors' Adam lr by default
 
 
 def test_proposals_come_from_the_predicted_top_m_of_a_fit_on_all_samples():
@@ -59,7 +88,7 @@ def test_proposals_come_from_the_predicted_top_m_of_a_fit_on_all_samples():
         # the ranking is the predictor's: refit it independently from the history and the seed
         y = zscore([m["acc"] for _, m in method.history])
         hx = np.stack([EnumToySpace().encode(a) for a, _ in method.history])
-        scores = fit_predictor("mlp", hx, y, method.fit_seed, 2, 32, 30, 0.01, 100)(x)
+        scores = fit_predictor("mlp", hx, y, method.fit_seed, REGIME, 100)(x)
         assert method.ranking() == [cands[i] for i in np.argsort(-scores, kind="stable")]
         assert method.predicted_best() == cands[int(np.argmax(scores))]
         top = [a for a in method.ranking()[: KNOBS["top_m"]] if a not in method.seen]
@@ -141,6 +170,7 @@ def test_pool_for_a_space_without_enumerate_is_fixed_by_the_seed():
     assert len(make(7, ToySpace(), candidates=10_000).candidates()) == 729
 
 
+@pytest.mark.slow  # about a minute: the default 4 x 256 MLP fits up to 80 times
 @pytest.mark.skipif(not NB201_TABLE.is_file(), reason=f"no NB201 table at {NB201_TABLE}")
 def test_nb201_finds_the_best_valid_arch_in_few_queries():
     nb201 = pytest.importorskip("nasstudy.spaces.nb201")

@@ -2,7 +2,9 @@
 
 Every evaluator answers `evaluate(arch) -> {"acc", "loss", "flops", "params"}` (acc in percent)
 and counts `queries`; an arch asked twice is answered from a cache and not counted again, so a
-budget is a number of distinct archs however a method proposes them.
+budget is a number of distinct archs however a method proposes them. `repeats_in_a_row` counts
+the cache answers since the last new arch: a search loop stops a method that proposes nothing new
+(`STALL_REPEATS` in a row) instead of spinning.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from nasstudy.methods.base import Arch, Space, as_arch
 
+STALL_REPEATS = 10_000  # proposals in a row that are all repeats: the method has stalled
+
 if TYPE_CHECKING:  # torch is imported by the supernet evaluator only: table lookups stay light
     from nasstudy.spaces.mobile import MobileSpace
 
@@ -24,14 +28,22 @@ class Evaluator:
     def __init__(self) -> None:
         self.cache: dict[Arch, dict] = {}
         self.queries = 0
+        self.repeats_in_a_row = 0
 
     def evaluate(self, arch: Arch) -> dict:
         """Metrics of `arch`; a repeat comes from the cache and costs no query."""
         arch = as_arch(arch)
-        if arch not in self.cache:
+        if arch in self.cache:
+            self.repeats_in_a_row += 1
+        else:
             self.cache[arch] = self._evaluate(arch)
             self.queries += 1
+            self.repeats_in_a_row = 0
         return dict(self.cache[arch])
+
+    def stalled(self) -> bool:
+        """True once the last `STALL_REPEATS` archs asked were all repeats."""
+        return self.repeats_in_a_row >= STALL_REPEATS
 
     def remember(self, arch: Arch, metrics: dict) -> None:
         """Take a result measured before (a resumed search): cached and counted, not recomputed."""

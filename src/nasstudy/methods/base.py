@@ -48,6 +48,7 @@ class SearchMethod:
     """
 
     name: str = ""
+    sequential: bool = False  # True: each proposal should see every result before it (ask 1 at a time)
     max_tries: int = 10_000  # samples to find an unseen arch before giving up
 
     def __init__(self, space: Space, rng: np.random.Generator) -> None:
@@ -84,11 +85,16 @@ class SearchMethod:
         return self.history[self.best_index()]
 
     def best_index(self) -> int:
-        """0-based position in `history` of `best()`: `best_index() + 1` queries found it."""
+        """0-based position in `history` of `best()`; `queries_to(best_index())` queries found it."""
         if not self.history:
             raise RuntimeError("best() before any tell()")
         accs = [m["acc"] for _, m in self.history]
         return int(np.argmax(accs))  # argmax returns the first maximum
+
+    def queries_to(self, index: int) -> int:
+        """Distinct archs in `history[: index + 1]`: the queries they cost where a repeat is a free
+        cache lookup (a method may tell an arch again, e.g. REA's repeated child)."""
+        return len({a for a, _ in self.history[: index + 1]})
 
     def state_dict(self) -> dict:
         """Everything needed to resume, as JSON-serialisable values."""

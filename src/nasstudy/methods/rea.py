@@ -4,21 +4,23 @@ from __future__ import annotations
 
 import numpy as np
 
-from nasstudy.methods.base import Arch, SearchMethod, Space, as_arch
+from nasstudy.methods.base import Arch, SearchMethod, Space
 
 
 class RegularizedEvolution(SearchMethod):
-    """Warm up with `population` random archs; then each child is a mutation of the best of
-    `tournament` archs drawn (without replacement) from the population, and the oldest member dies.
+    """Warm up with `population` random archs; then each child is one mutation of the best of
+    `tournament` archs drawn (with replacement) from the population, and the oldest member dies.
 
-    The population is always the last `population` archs told, so the history alone rebuilds it
-    (nothing extra to save). A batched `ask(n)` runs n tournaments on the current population.
-    Unlike the paper, a child already evaluated is re-mutated (up to `child_tries` times), so that
-    the query budget buys new archs; if every try repeats, the repeat is returned as is.
+    As in the paper, the first mutant is kept even when it was evaluated before: told back, it
+    joins the population (the oldest dies) like any child, and an evaluator's cache answers it
+    without charging a query. So aging stays strict (an aged-out arch can come back only as a new
+    child) and the population is always the last `population` archs told, which the history alone
+    rebuilds (nothing extra to save). The method is sequential (ask 1 at a time); a batched
+    `ask(n)` runs n tournaments on the same population.
     """
 
     name = "rea"
-    child_tries = 100
+    sequential = True
 
     def __init__(self, space: Space, rng: np.random.Generator, population: int = 16, tournament: int = 4) -> None:
         super().__init__(space, rng)
@@ -38,25 +40,17 @@ class RegularizedEvolution(SearchMethod):
     def _propose(self, n: int) -> list[Arch]:
         n_random = min(n, max(0, self.population_size - len(self.history)))
         out = self.sample_unseen(n_random)
-        taken = self.seen | set(out)
         population = self.population
         for _ in range(n - n_random):
-            # a first ask larger than the population has no one to mutate yet: sample instead
-            child = self._child(population, taken) if population else self.sample_unseen(1, taken)[0]
-            taken.add(child)
-            out.append(child)
+            if population:
+                out.append(self.space.mutate(self.tournament(population), self.rng))
+            else:  # a first ask larger than the population has no one to mutate yet: sample instead
+                out += self.sample_unseen(1, set(out))
         return out
 
     def tournament(self, population: list[tuple[Arch, dict]]) -> Arch:
-        """The best of `tournament` members drawn at random (the first drawn on ties)."""
-        size = min(self.tournament_size, len(population))
-        picks = self.rng.choice(len(population), size=size, replace=False)
+        """The best of `tournament` members drawn at random with replacement, as in the paper's
+        Algorithm 1 and its reference code (the first drawn on ties)."""
+        picks = self.rng.integers(len(population), size=self.tournament_size)
         winner = max(picks, key=lambda i: population[i][1]["acc"])
         return population[winner][0]
-
-    def _child(self, population: list[tuple[Arch, dict]], taken: set[Arch]) -> Arch:
-        for _ in range(self.child_tries):
-            child = as_arch(self.space.mutate(self.tournament(population), self.rng))
-            if child not in taken:
-                break
-        return child

@@ -1,15 +1,18 @@
 """RelativeNAS (Tan et al., TNNLS 2021; code EMI-Group/RelativeNAS): pairwise slow-fast learning.
 
 A population of continuous vectors, one real number per decision, decoded by floor. Each epoch the
-population is paired at random; both members of a pair are evaluated, the one with the lower
-validation loss is the fast learner, and only the slow learner moves towards it:
+population is paired at random; both members of a pair are evaluated, the better one is the fast
+learner, and only the slow learner moves towards it:
 
     v <- r1 * v + r2 * (x_fast - x_slow),   x_slow <- clip(x_slow + v, 0, size - 1e-6)
 
-with r1, r2 ~ U(0, 1) per dimension. The method sees only evaluated metrics, so it runs against a
-table or a frozen supernet as is; the paper's joint learning on shared weights (each pair member
-trains on the weight set before it is validated, then the weights are merged) is
-`train_pair_on_supernet` below, for a search stage that owns the supernet.
+with r1, r2 ~ U(0, 1) per dimension. "Better" is the higher search metric (`acc`) by default, so
+the method climbs the metric its target is defined on; the paper's rule, the lower validation loss,
+is `compare="loss"` (on NAS-Bench-201 CIFAR-10 the arch with the best valid acc ranks only 58th by
+valid loss). The method sees only evaluated metrics, so it runs against a table or a frozen
+supernet as is; the paper's joint learning on shared weights (each pair member trains on the weight
+set before it is validated, then the weights are merged) is `train_pair_on_supernet` below, which
+the search stage calls pair after pair.
 """
 
 from __future__ import annotations
@@ -41,11 +44,12 @@ def decode_vector(x: np.ndarray, sizes: Sequence[int]) -> Arch:
     return as_arch(np.clip(np.floor(np.asarray(x, dtype=np.float64)), 0, hi).astype(np.int64))
 
 
-def fast_index(a: dict, b: dict, compare: str = "loss") -> int:
+def fast_index(a: dict, b: dict, compare: str = "acc") -> int:
     """0 if `a` is the fast learner of the pair, 1 if `b` is (ties: `a`).
 
-    Lower validation loss wins; where either loss is missing or NaN (a table without a loss
-    column) higher acc wins instead, so the rule never compares a number with a NaN.
+    `compare="acc"`: higher acc wins. `"loss"`: lower validation loss wins; where either loss is
+    missing or NaN (a table without a loss column) higher acc wins instead, so the rule never
+    compares a number with a NaN.
     """
     if compare not in COMPARE:
         raise ValueError(f"compare must be one of {COMPARE}, got {compare!r}")
@@ -54,6 +58,13 @@ def fast_index(a: dict, b: dict, compare: str = "loss") -> int:
         if la is not None and lb is not None and not math.isnan(la) and not math.isnan(lb):
             return int(lb < la)
     return int(b["acc"] > a["acc"])
+
+
+def cosine_lr(epoch: int, epochs: float, lr: float, lr_min: float) -> float:
+    """The joint learning's lr in search epoch `epoch` (0-based) of `epochs`: the paper's cosine
+    annealing from `lr` to `lr_min` over the search, one value per epoch (PyTorch's CosineAnnealingLR
+    with T_max = epochs, stepped after each epoch, as in the authors' train_search.py)."""
+    return lr_min + (lr - lr_min) * (1 + math.cos(math.pi * epoch / epochs)) / 2
 
 
 def relative_update(
@@ -67,7 +78,8 @@ def relative_update(
 
 class RelativeNAS(SearchMethod):
     """Population of `population` continuous vectors (paper: 20), uniform in [0, size) at start,
-    velocities zero; `compare` picks the fast learner by val `loss` (the paper) or `acc`.
+    velocities zero; `compare` picks the fast learner by `acc` (the search metric, default) or by
+    val `loss` (the paper).
 
     `ask(n)` hands out population members in the order of the epoch's random pairs (pair k is
     members 2k and 2k+1 of `ask(population)` asked at an epoch's start); a pair moves its slow
@@ -76,12 +88,14 @@ class RelativeNAS(SearchMethod):
     an ask that would need an unsettled one is refused (`available()` says how many can be had).
     When everything asked was told, any n <= population / 2 and any n that divides the population
     always works. `tell` must get the asked archs in the asked order. Repeats are proposed as the
-    population has them (an evaluator's cache makes them free).
+    population has them (an evaluator's cache makes them free). Sequential: asked one at a time,
+    a pair moves its slow learner before the next pair is asked.
     """
 
     name = "relativenas"
+    sequential = True
 
-    def __init__(self, space: Space, rng: np.random.Generator, population: int = 20, compare: str = "loss") -> None:
+    def __init__(self, space: Space, rng: np.random.Generator, population: int = 20, compare: str = "acc") -> None:
         super().__init__(space, rng)
         if population < 2 or population % 2:
             raise ValueError(f"relativenas needs an even population >= 2 (members are paired), got {population}")
@@ -317,7 +331,7 @@ def train_pair_on_supernet(
     augment: bool = False,
     recal_batches: int = 0,
     val_batch_size: int = 256,
-    compare: str = "loss",
+    compare: str = "acc",
 ) -> PairResult:
     """One pair of the paper's joint learning: each member trains a copy of the shared weights on
     its own path (from the same start), both copies are validated, and the merged weights go back
@@ -326,17 +340,10 @@ def train_pair_on_supernet(
     Validation uses the BN statistics training left (the paper) unless `recal_batches` > 0.
     The returned metrics are what `RelativeNAS.tell` takes, so it picks the same fast learner.
 
-    Not yet called by the search stage. The intended loop there (one epoch = the whole population,
-    pairs one after another so each starts from the last merge; do not route these archs through
-    SupernetEvaluator, whose cache would return scores of older weights):
-
-        archs = method.ask(method.population_size)
-        metrics = []
-        for k in range(0, len(archs), 2):
-            res = train_pair_on_supernet(supernet, space, archs[k], archs[k + 1], train, val,
-                                         make_optimizer, generator, steps=...)
-            metrics += list(res.metrics)
-        method.tell(archs, metrics)  # then save state.json, the supernet and generator state together
+    Pass the method's `compare`, so the merge keeps the fast learner's weights by the same rule.
+    `stages/search.py::search_jointly` calls it pair after pair (each pair starts from the last
+    merge), with an lr from `cosine_lr`; these archs never go through SupernetEvaluator, whose cache
+    would return scores of older weights.
     """
     from nasstudy.training import evaluate, score_arch
 

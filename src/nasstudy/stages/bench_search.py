@@ -2,9 +2,13 @@
 
 Counts the queries until an arch with the best search-metric value is queried (ties count as
 found) and, for methods with a predictor (WeakNAS), also until the predictor's top-1 is such an
-arch, which the authors count as found without charging a query. The run stops once the target is
-found (both ways) or the budget is spent; what a method would pick at each budget is the arch with
-the best search metric so far, and its report metric is what the summary shows.
+arch, which the authors count as found without charging a query. A sequential method (REA,
+RelativeNAS) is asked one arch at a time, so each proposal sees every result before it; the others
+are asked `BATCH` at a time. A repeat is a free table lookup: told to the method, never charged.
+The run stops (`stop` in result.json) once the target is `found` (both ways), the `budget` is
+spent, or the method `stalled` (only repeats, `STALL_REPEATS` in a row: no unseen proposals left).
+What a method would pick at each budget is the arch with the best search metric so far, and its
+report metric is what the summary shows.
 """
 
 from __future__ import annotations
@@ -24,8 +28,7 @@ from nasstudy.tracking import Tracker
 from nasstudy.utils import atomic_write_bytes, make_rng, seed_torch, write_json
 
 STAGE = "bench_search"
-BATCH = 10
-MAX_ASKS_PER_QUERY = 50  # a method that keeps proposing seen archs stops here instead of looping
+BATCH = 10  # archs per ask for a method that is not sequential
 
 
 def targets(evaluator: TableEvaluator, space, metric: str) -> set[tuple[int, ...]]:
@@ -53,13 +56,14 @@ def run(inputs: dict[str, Path], outputs: dict[str, Path], params: dict, wildcar
     found_at = found_pred_at = None
     asks, start = 0, time.perf_counter()
     has_predictor = hasattr(method, "predicted_best")
+    ask_size = 1 if method.sequential else BATCH
 
     def done() -> bool:
         return found_at is not None and (found_pred_at is not None or not has_predictor)
 
     with tqdm(total=budget, desc=f"{method_name} #{run_seed}", file=sys.stderr, mininterval=5) as bar:
-        while evaluator.queries < budget and not done():
-            archs = method.ask(min(BATCH, budget - evaluator.queries))
+        while evaluator.queries < budget and not done() and not evaluator.stalled():
+            archs = method.ask(min(ask_size, budget - evaluator.queries))
             asks += len(archs)
             metrics = []
             for arch in archs:
@@ -80,8 +84,7 @@ def run(inputs: dict[str, Path], outputs: dict[str, Path], params: dict, wildcar
             predicted = method.predicted_best() if has_predictor else None
             if found_pred_at is None and predicted is not None and tuple(predicted) in goal:
                 found_pred_at = evaluator.queries
-            if asks > MAX_ASKS_PER_QUERY * max(budget, 1):
-                break
+    stop = "found" if done() else "stalled" if evaluator.stalled() else "budget"
     seconds = time.perf_counter() - start
 
     buf = io.StringIO()
@@ -96,6 +99,8 @@ def run(inputs: dict[str, Path], outputs: dict[str, Path], params: dict, wildcar
         "run": run_seed,
         "budget": budget,
         "queries": evaluator.queries,
+        "asks": asks,
+        "stop": stop,
         "targets": len(goal),
         "found_at": found_at,
         "found_at_or_predicted": min(found) if found else None,

@@ -2,8 +2,9 @@
 
 Runs that never find the target within their budget are counted and shown, not dropped: the mean
 and median are given over the runs that found it, and a lower bound of the mean counting every
-miss as budget + 1 queries. For methods with a predictor the authors' count (queried or predicted
-top-1) is given beside the plain one.
+miss as budget + 1 queries. A miss is either a budget miss or a stalled run (the method proposed
+only archs it had seen; `stalled`, with the mean queries it had spent when it stalled). For methods
+with a predictor the authors' count (queried or predicted top-1) is given beside the plain one.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ def summarise(results: list[dict], timings: list[dict], budgets: list[int]) -> l
     rows = []
     for method, runs in by_method.items():
         row: dict = {"method": method, "runs": len(runs)}
+        stalled = [r["queries"] for r, _ in runs if r.get("stop") == "stalled" and r["found_at"] is None]
+        row["stalled"], row["stalled_queries_mean"] = len(stalled), stats(stalled)["mean"]
         for key, label in (("found_at", ""), ("found_at_or_predicted", "_or_predicted")):
             found = [r[key] for r, _ in runs if r[key] is not None]
             row[f"found{label}"] = len(found)
@@ -103,14 +106,16 @@ def markdown(rows: list[dict], budgets: list[int], params: dict) -> str:
         f"on `{params['report_metric']}`. Queries until an arch with the best `{params['search_metric']}` is "
         "queried: mean / median / std over the runs that found it; `found` = runs that found it within the "
         "budget; `mean with misses` counts each miss as budget + 1 (a lower bound). `or predicted`: found when "
-        "queried or when the predictor's top-1 (not charged; WeakNAS's count).",
+        "queried or when the predictor's top-1 (not charged; WeakNAS's count). `stalled`: misses where the "
+        "method stopped proposing unseen archs (mean queries spent), apart from budget misses.",
         "",
-        "| method | runs | found | mean | median | std | mean with misses | found (or predicted) | mean (or predicted) "
-        "| median (or predicted) | " + " | ".join(f"acc@{b}" for b in budgets) + " | s/run |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(budgets) + "---:|",
+        "| method | runs | found | stalled (queries) | mean | median | std | mean with misses | found (or predicted) "
+        "| mean (or predicted) | median (or predicted) | " + " | ".join(f"acc@{b}" for b in budgets) + " | s/run |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(budgets) + "---:|",
     ]
     for r in rows:
-        cells = [r["method"], r["runs"], f"{r['found']}/{r['runs']}", r["queries_mean"], r["queries_median"],
+        stalled = f"{r['stalled']} ({fmt(r['stalled_queries_mean'])})" if r["stalled"] else "0"
+        cells = [r["method"], r["runs"], f"{r['found']}/{r['runs']}", stalled, r["queries_mean"], r["queries_median"],
                  r["queries_std"], r["queries_mean_with_misses"], f"{r['found_or_predicted']}/{r['runs']}",
                  r["queries_or_predicted_mean"], r["queries_or_predicted_median"]]  # fmt: skip
         cells += [r[f"report_acc_at_{b}"] for b in budgets] + [r["seconds_mean"]]

@@ -1,8 +1,11 @@
 """Stage `search`: one search method in one space, scored by the space's warmed-up supernet.
 
-Asks and tells in batches; after every batch the method's state goes to `state.json`, so a crashed
-job started again with the same inputs and knobs continues where it stopped (the supernet scores
-an arch the same way every time, so a resumed search ends exactly as an uninterrupted one).
+Asks and tells in batches (one arch at a time for a sequential method such as REA); an arch told
+again is answered from the evaluator's cache and costs no query, so the budget counts distinct
+archs and history.csv has one row per query. After every `BATCH` queries the method's state goes to
+`state.json`, so a crashed job started again with the same inputs and knobs continues where it
+stopped (the supernet scores an arch the same way every time, so a resumed search ends exactly as
+an uninterrupted one).
 
 RelativeNAS with `joint` knobs learns jointly with the supernet, as in its paper: each pair's two
 members train a copy of the shared weights along their own paths for `joint.steps` batches, are
@@ -29,7 +32,7 @@ from nasstudy.tracking import Tracker
 from nasstudy.utils import atomic_write_bytes, file_md5, make_rng, read_json, seed_torch, write_json
 
 STAGE = "search"
-BATCH = 10  # archs per ask/tell round, and how often state.json is written
+BATCH = 10  # archs per ask/tell round (1 for a sequential method); queries between state.json writes
 HISTORY_COLUMNS = ["query", "arch", "acc", "loss", "flops", "params", "best_acc"]
 
 
@@ -78,7 +81,7 @@ def run(
     state_path = checkpoint.json_path or outputs["state"]
     if joint:
         search_jointly(method, evaluator, joint, budget, state_path, run_key, tracker, params["seed"], checkpoint)
-        write_outputs(outputs, method, space, space_name, method_name, state_path)
+        write_outputs(outputs, method, space, space_name, method_name, state_path, repeats_free=False)
         tracker.log_artifact(outputs["best"])
         return
     resumed = resume(state_path, run_key, method, evaluator, budget)
@@ -88,18 +91,26 @@ def run(
     for q, best_acc in enumerate(best_so_far(method), start=1):  # this run's curve is complete too
         tracker.log_metric("best_acc", best_acc, step=q)
 
+    ask_size = 1 if method.sequential else BATCH
+    saved = resumed
     with tqdm(
         total=budget, initial=resumed, desc=f"search {space_name}/{method_name}", file=sys.stderr, mininterval=5
     ) as bar:
-        while len(method.history) < budget:
-            archs = method.ask(min(BATCH, budget - len(method.history)))
-            method.tell(archs, [evaluator.evaluate(a) for a in archs])
+        while evaluator.queries < budget and not evaluator.stalled():
+            before = evaluator.queries
+            archs = method.ask(min(ask_size, budget - evaluator.queries))
+            method.tell(archs, [evaluator.evaluate(a) for a in archs])  # a repeat: from the cache, free
             curve = best_so_far(method)
-            for q in range(len(curve) - len(archs), len(curve)):
+            for q in range(before, evaluator.queries):
                 tracker.log_metric("best_acc", curve[q], step=q + 1)
-            write_json(state_path, {"run": run_key, "method": method.state_dict()})
-            checkpoint.event("save", f"{len(method.history)}/{budget} queries")
-            bar.update(len(archs))
+            if evaluator.queries - saved >= BATCH or evaluator.queries >= budget or evaluator.stalled():
+                write_json(state_path, {"run": run_key, "method": method.state_dict()})
+                checkpoint.event("save", f"{evaluator.queries}/{budget} queries")
+                saved = evaluator.queries
+            bar.update(evaluator.queries - before)
+    if evaluator.stalled():
+        print(f"[search] {method_name} proposed only seen archs: stopped after {evaluator.queries} queries",
+              file=sys.stderr)  # fmt: skip
 
     write_outputs(outputs, method, space, space_name, method_name, state_path)
     tracker.log_artifact(outputs["best"])
@@ -117,8 +128,10 @@ def search_jointly(
     checkpoint: Checkpoint = NO_CHECKPOINT,
 ) -> None:
     """RelativeNAS's joint learning: pair after pair, train both members on copies of the shared
-    weights, validate, merge into the supernet, tell; save method, weights and generator after each."""
-    from nasstudy.methods.relativenas import train_pair_on_supernet
+    weights, validate, merge into the supernet, tell; save method, weights and generator after each.
+    The lr follows the paper's cosine schedule over the search epochs (budget / population), from
+    `joint.lr` at the first epoch towards `joint.lr_min`, one value per epoch."""
+    from nasstudy.methods.relativenas import cosine_lr, train_pair_on_supernet
     from nasstudy.training import make_generator, sgd
 
     supernet, space = evaluator.supernet, evaluator.space
@@ -127,25 +140,29 @@ def search_jointly(
     if done:
         print(f"[search] resuming relativenas joint learning after {done} queries", file=sys.stderr)
         checkpoint.mark_resumed(f"{done}/{budget} queries")
-    for q, best_acc in enumerate(best_so_far(method), start=1):
+    for q, best_acc in enumerate(best_so_far(method, repeats_free=False), start=1):
         tracker.log_metric("best_acc", best_acc, step=q)
 
-    def make_optimizer(net: torch.nn.Module) -> torch.optim.Optimizer:
-        return sgd(net, float(joint["lr"]), float(joint["momentum"]), float(joint["weight_decay"]))
-
+    epochs = budget / method.population_size
     with tqdm(total=budget, initial=done, desc="search relativenas (joint)", file=sys.stderr, mininterval=5) as bar:
         while len(method.history) < budget:
             archs = method.ask(2)
+            lr = cosine_lr(method.epoch, epochs, float(joint["lr"]), float(joint["lr_min"]))
+
+            def make_optimizer(net: torch.nn.Module, lr: float = lr) -> torch.optim.Optimizer:
+                return sgd(net, lr, float(joint["momentum"]), float(joint["weight_decay"]))
+
             result = train_pair_on_supernet(
                 supernet, space, archs[0], archs[1], evaluator.train, evaluator.val, make_optimizer, generator,
                 steps=int(joint["steps"]), batch_size=int(joint["batch_size"]),
-                recal_batches=evaluator.bn_recal_batches, val_batch_size=evaluator.batch_size,
+                recal_batches=evaluator.bn_recal_batches, val_batch_size=evaluator.batch_size, compare=method.compare,
             )  # fmt: skip
             method.tell(archs, list(result.metrics))
-            curve = best_so_far(method)
+            curve = best_so_far(method, repeats_free=False)
             for q in (len(curve) - 1, len(curve)):
                 tracker.log_metric("best_acc", curve[q - 1], step=q)
             tracker.log_metric("pair_train_loss", sum(m["train_loss"] for m in result.metrics) / 2, step=len(curve))
+            tracker.log_metric("joint_lr", lr, step=len(curve))
             write_json(
                 state_path,
                 {"run": run_key, "method": method.state_dict(), "joint": joint_state(supernet, generator)},
@@ -184,23 +201,32 @@ def resume(path: Path, run_key: dict, method: SearchMethod, evaluator: Evaluator
     that fits in the budget; return the number of queries taken over (0: start afresh)."""
     try:
         state = read_json(path)
-        if state["run"] != run_key or len(state["method"]["history"]) > budget:
+        if state["run"] != run_key or len({tuple(h["arch"]) for h in state["method"]["history"]}) > budget:
             return 0
         method.load_state_dict(state["method"])
     except (OSError, ValueError, KeyError, TypeError):
         return 0  # missing, half-written by hand, or from other knobs: start afresh
     for arch, metrics in method.history:
         evaluator.remember(arch, metrics)
-    return len(method.history)
+    return evaluator.queries
 
 
-def best_so_far(method: SearchMethod) -> list[float]:
-    """The best acc after each query."""
-    curve, best = [], float("-inf")
-    for _, metrics in method.history:
+def queried(method: SearchMethod, repeats_free: bool = True) -> list[tuple[tuple[int, ...], dict, float]]:
+    """(arch, metrics, best acc so far) per query: each arch the first time it was told where a
+    repeat is a free cache lookup, else every evaluation (joint learning re-scores a repeat)."""
+    rows, seen, best = [], set(), float("-inf")
+    for arch, metrics in method.history:
+        if repeats_free and arch in seen:
+            continue
+        seen.add(arch)
         best = max(best, float(metrics["acc"]))
-        curve.append(best)
-    return curve
+        rows.append((arch, metrics, best))
+    return rows
+
+
+def best_so_far(method: SearchMethod, repeats_free: bool = True) -> list[float]:
+    """The best acc after each query."""
+    return [best for *_, best in queried(method, repeats_free)]
 
 
 def write_outputs(
@@ -210,21 +236,23 @@ def write_outputs(
     space_name: str,
     method_name: str,
     state_path: Path,
+    repeats_free: bool = True,
 ) -> None:
-    """history.csv, best.json and metrics.json, all derived from the method's history; state.json
-    (the method's final state) copied from where the job kept it."""
+    """history.csv (one row per query), best.json and metrics.json, all derived from the method's
+    history; state.json (the method's final state) copied from where the job kept it."""
     if Path(state_path) != Path(outputs["state"]):
         atomic_write_bytes(outputs["state"], Path(state_path).read_bytes())
-    curve = best_so_far(method)
+    rows = queried(method, repeats_free)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(HISTORY_COLUMNS)
-    for q, ((arch, m), best_acc) in enumerate(zip(method.history, curve), start=1):
+    for q, (arch, m, best_acc) in enumerate(rows, start=1):
         writer.writerow([q, space.to_string(arch), m["acc"], m["loss"], m["flops"], m["params"], best_acc])
     atomic_write_bytes(outputs["history"], buf.getvalue().encode())
 
     arch, m = method.best()
-    queries, to_best = len(method.history), method.best_index() + 1
+    best = method.best_index()
+    queries, to_best = len(rows), (method.queries_to(best) if repeats_free else best + 1)
     write_json(
         outputs["best"],
         {
