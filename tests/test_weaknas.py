@@ -60,7 +60,7 @@ def test_mlp_trains_in_minibatches_for_the_set_epochs_with_l2():
         lambda module, args: sizes.append(len(args[0])) if getattr(module, "in_features", None) == 12 else None
     )
     try:
-        train_mlp(x, y, seed=0, regime=MlpRegime(layers=2, width=16, epochs=3, batch=200))
+        train_mlp(x, y, seed=0, regime=MlpRegime(layers=2, width=16, epochs=3, batch=200, tol=0.0))
     finally:
         hook.remove()
     assert sizes == [200, 200, 50] * 3  # 3 epochs of 3 minibatches, one forward each
@@ -70,10 +70,30 @@ def test_mlp_trains_in_minibatches_for_the_set_epochs_with_l2():
         return sum(float((m.weight.detach() ** 2).sum()) for m in net if isinstance(m, torch.nn.Linear))
 
     assert weight_norm(1e4) < 0.5 * weight_norm(0.0)  # L2 shrinks the weights
-    assert MlpRegime() == MlpRegime(layers=4, width=1000, epochs=100, lr=1e-3, batch=200, l2=1e-4)  # the paper's
+    assert MlpRegime() == MlpRegime(layers=4, width=1000, epochs=100, lr=1e-3, batch=200, l2=1e-4, tol=1e-4,
+                                    patience=10)  # the paper's (sklearn's defaults)  # fmt: skip
     method = make(mlp_batch=64, mlp_l2=1e-3)
     assert (method.regime.batch, method.regime.l2) == (64, 1e-3)
     assert WeakNAS(EnumToySpace(), make_rng(0)).config()["mlp_lr"] == 1e-3  # the authors' Adam lr by default
+
+
+def test_mlp_stops_when_its_loss_stops_improving_as_sklearn_does():
+    """sklearn's MLPRegressor (the authors' predictor) ends a fit once the epoch loss has not beaten
+    its best by `tol` for more than n_iter_no_change (10) epochs; tol 0 runs every epoch."""
+    rng = np.random.default_rng(0)
+    x, y = rng.random((100, 6)).astype(np.float32), rng.normal(size=100)
+    epochs = []
+    hook = torch.nn.modules.module.register_module_forward_pre_hook(
+        lambda module, args: epochs.append(1) if getattr(module, "in_features", None) == 6 else None
+    )
+    try:
+        train_mlp(x, y, seed=0, regime=MlpRegime(layers=1, width=4, epochs=200, lr=1e-6, tol=1e-2))
+        stopped = len(epochs)
+        epochs.clear()
+        train_mlp(x, y, seed=0, regime=MlpRegime(layers=1, width=4, epochs=200, lr=1e-6, tol=0.0))
+    finally:
+        hook.remove()
+    assert stopped == 12 and len(epochs) == 200  # lr 1e-6 barely moves: the first epoch sets the best, 11 stale stop
 
 
 def test_proposals_come_from_the_predicted_top_m_of_a_fit_on_all_samples():

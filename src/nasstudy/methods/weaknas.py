@@ -8,6 +8,7 @@ the next fit about that promising region.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
@@ -29,7 +30,9 @@ def zscore(values: np.ndarray) -> np.ndarray:
 @dataclass(frozen=True)
 class MlpRegime:
     """The MLP predictor and how it is trained: the authors' sklearn MLPRegressor(hidden_layer_sizes=
-    [1000] * 4, max_iter=100) with sklearn's defaults (Adam lr 1e-3, minibatches of 200, L2 1e-4)."""
+    [1000] * 4, max_iter=100) with sklearn's defaults (Adam lr 1e-3, minibatches of 200, L2 1e-4,
+    and its convergence stop: no epoch loss better than the best by `tol` for more than `patience`
+    epochs in a row; tol 0 trains every epoch)."""
 
     layers: int = 4
     width: int = 1000
@@ -37,13 +40,17 @@ class MlpRegime:
     lr: float = 1e-3
     batch: int = 200
     l2: float = 1e-4
+    tol: float = 1e-4
+    patience: int = 10
 
 
 def train_mlp(x: np.ndarray, y: np.ndarray, seed: int, regime: MlpRegime) -> torch.nn.Sequential:
-    """An MLP fit on (x, y) as sklearn's MLPRegressor does: `epochs` passes over the data in shuffled
-    minibatches of `batch` (the last one smaller), Adam, loss mean((y - pred)^2) / 2 plus
-    l2 / 2 * sum(weight^2) / (minibatch size), biases not penalised. `seed` fixes the initial
-    weights and the shuffles, inside fork_rng so the caller's torch rng is untouched."""
+    """An MLP fit on (x, y) as sklearn's MLPRegressor does: up to `epochs` passes over the data in
+    shuffled minibatches of `batch` (the last one smaller), Adam, loss mean((y - pred)^2) / 2 plus
+    l2 / 2 * sum(weight^2) / (minibatch size), biases not penalised; it stops early once the epoch's
+    mean loss has not beaten the best by `tol` for more than `patience` epochs (sklearn's
+    n_iter_no_change). `seed` fixes the initial weights and the shuffles, inside fork_rng so the
+    caller's torch rng is untouched."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         dims = [x.shape[1]] + [regime.width] * regime.layers
@@ -56,13 +63,21 @@ def train_mlp(x: np.ndarray, y: np.ndarray, seed: int, regime: MlpRegime) -> tor
     xt = torch.as_tensor(x, dtype=torch.float32)
     yt = torch.as_tensor(y, dtype=torch.float32)
     opt = torch.optim.Adam(net.parameters(), lr=regime.lr)
+    best, stale = math.inf, 0
     for _ in range(regime.epochs):
+        total = 0.0
         for idx in torch.randperm(len(xt), generator=shuffle).split(regime.batch):
             loss = ((net(xt[idx]).squeeze(1) - yt[idx]) ** 2).mean() / 2
             loss = loss + regime.l2 / 2 * sum((w**2).sum() for w in weights) / len(idx)
             opt.zero_grad()
             loss.backward()
             opt.step()
+            total += float(loss) * len(idx)
+        epoch_loss = total / len(xt)
+        stale = stale + 1 if epoch_loss > best - regime.tol else 0
+        best = min(best, epoch_loss)
+        if regime.tol > 0 and stale > regime.patience:
+            break
     return net.eval()
 
 
@@ -126,19 +141,22 @@ class WeakNAS(SearchMethod):
         mlp_lr: float = 1e-3,
         mlp_batch: int = 200,
         mlp_l2: float = 1e-4,
+        mlp_tol: float = 1e-4,
+        mlp_patience: int = 10,
         trees: int = 100,
     ) -> None:
         super().__init__(space, rng)
         if predictor not in PREDICTORS:
             raise ValueError(f"weaknas predictor {predictor!r} unknown; allowed: {', '.join(PREDICTORS)}")
         counts = (initial, batch, top_m, candidates, mlp_layers, mlp_width, mlp_epochs, mlp_batch, trees)
-        if min(counts) < 1 or mlp_lr <= 0 or mlp_l2 < 0:
+        if min(counts) < 1 or mlp_lr <= 0 or mlp_l2 < 0 or mlp_tol < 0 or mlp_patience < 0:
             raise ValueError(
                 "weaknas needs initial, batch, top_m, candidates, mlp_layers/width/epochs/batch, trees >= 1, "
-                f"mlp_lr > 0 and mlp_l2 >= 0; got {counts}, {mlp_lr=}, {mlp_l2=}"
+                f"mlp_lr > 0, mlp_l2, mlp_tol, mlp_patience >= 0; got {counts}, {mlp_lr=}, {mlp_l2=}, "
+                f"{mlp_tol=}, {mlp_patience=}"
             )
         self.regime = MlpRegime(int(mlp_layers), int(mlp_width), int(mlp_epochs), float(mlp_lr), int(mlp_batch),
-                                float(mlp_l2))  # fmt: skip
+                                float(mlp_l2), float(mlp_tol), int(mlp_patience))  # fmt: skip
         self.knobs = {
             "initial": int(initial), "batch": int(batch), "top_m": int(top_m), "predictor": predictor,
             "candidates": int(candidates), **{f"mlp_{k}": v for k, v in asdict(self.regime).items()},
