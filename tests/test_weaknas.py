@@ -190,7 +190,7 @@ def test_pool_for_a_space_without_enumerate_is_fixed_by_the_seed():
     assert len(make(7, ToySpace(), candidates=10_000).candidates()) == 729
 
 
-@pytest.mark.slow  # about a minute: the default 4 x 256 MLP fits up to 80 times
+@pytest.mark.slow  # up to a minute: the predictor is refit up to 80 times
 @pytest.mark.skipif(not NB201_TABLE.is_file(), reason=f"no NB201 table at {NB201_TABLE}")
 def test_nb201_finds_the_best_valid_arch_in_few_queries():
     nb201 = pytest.importorskip("nasstudy.spaces.nb201")

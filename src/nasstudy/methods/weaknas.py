@@ -118,10 +118,10 @@ class WeakNAS(SearchMethod):
     `predicted_best()` is the latest fit's top-1 candidate (found "for free" in the authors' count).
 
     The MLP trains as the authors' (sklearn MLPRegressor defaults: Adam lr 1e-3, minibatches of 200,
-    100 epochs, L2 1e-4; see `MlpRegime`); its size is a knob. The paper's 4 x 1000 costs 20-100 s
-    a fit on one core, too much for 100 seeds x up to 100 fits in a CPU benchmark, so the default
-    is 4 x 256 (a few seconds a fit; params/paper.yaml sets 4 x 1000). 2 x 64, cheaper still,
-    underfits in 100 epochs at lr 1e-3: it missed 3 of 18 NB201 seeds, 4 x 256 missed 2 of 20.
+    up to 100 epochs with its convergence stop, L2 1e-4; see `MlpRegime`); its size is a knob. The
+    paper's 4 x 1000 costs 20-100 s a fit on one core, too much for 100 seeds x up to 100 fits in a
+    CPU benchmark; 4 x 256 still cost 28.6 s per NB201 run (20 seeds, 3 misses), so the default is
+    2 x 64 (6.6 s per run, 1 miss in 10 seeds; params/paper.yaml sets 4 x 1000).
     """
 
     name = "weaknas"
@@ -135,8 +135,8 @@ class WeakNAS(SearchMethod):
         top_m: int = 100,
         predictor: str = "mlp",
         candidates: int = 10_000,
-        mlp_layers: int = 4,
-        mlp_width: int = 256,
+        mlp_layers: int = 2,
+        mlp_width: int = 64,
         mlp_epochs: int = 100,
         mlp_lr: float = 1e-3,
         mlp_batch: int = 200,
