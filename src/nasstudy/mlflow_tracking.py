@@ -105,9 +105,14 @@ def check_tracking_server(config: dict, workdir: Path | None = None) -> str:
             f"--port ...), point params tracking.uri or MLFLOW_TRACKING_URI at a running server, or set "
             f"tracking.required: false to log to {local} instead"
         )
-    warning = f"MLflow tracking server {uri} is unreachable ({why}); logging to {local} instead"
-    print(f"warning: {warning} (tracking.required: false)", file=sys.stderr)
+    if uri not in _warned:  # once per process: the start and the end (dvc commit's md5 check) both ask
+        _warned.add(uri)
+        warning = f"MLflow tracking server {uri} is unreachable ({why}); logging to {local} instead"
+        print(f"warning: {warning} (tracking.required: false)", file=sys.stderr)
     return local
+
+
+_warned: set[str] = set()
 
 
 def client_for(config: dict):

@@ -72,7 +72,7 @@ def train_mlp(x: np.ndarray, y: np.ndarray, seed: int, regime: MlpRegime) -> tor
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total += float(loss) * len(idx)
+            total += float(loss.detach()) * len(idx)
         epoch_loss = total / len(xt)
         stale = stale + 1 if epoch_loss > best - regime.tol else 0
         best = min(best, epoch_loss)
