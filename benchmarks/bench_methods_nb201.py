@@ -2,8 +2,8 @@
 
     python benchmarks/bench_methods_nb201.py --methods rea relativenas --seeds 100
 
-Runs `stages/bench_search.py` for each (method, seed) with the method specs of
-params/bench-nb201.yaml (or `--params`), in a temporary folder, then prints the summary row per
+Runs `stages/bench_search.py`'s search for each (method, seed) with the method specs of
+params/bench-nb201.yaml (or `--params`) in this process, then prints the summary row per
 method that `stages/bench_summary.py` would write (found, stalled, mean/median queries, s/run) and
 writes it to benchmarks/results/methods_nb201.json. A quick check of one method's mechanics before
 the full benchmark (workflow/bench_nb201.smk).
@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -33,7 +32,6 @@ def main() -> None:
     sys.path.insert(0, str(ROOT / "src"))
     from nasstudy import config as nasconfig
     from nasstudy.stages import bench_search, bench_summary
-    from nasstudy.tracking import MemoryTracker
 
     params = nasconfig.validate(nasconfig.read_yaml(args.params), "bench")
     params["table"] = str((ROOT / params["table"]).resolve())  # relative to the repo root, as Snakemake reads it
@@ -45,14 +43,10 @@ def main() -> None:
             spec.setdefault("params", {})[key] = json.loads(value)
         results, timings = [], []
         start = time.perf_counter()
-        with tempfile.TemporaryDirectory() as tmp:
-            for run in range(args.first, args.first + args.seeds):
-                out = {k: Path(tmp) / f"{run}.{k}.{ext}" for k, ext in (("history", "csv"), ("result", "json"),
-                                                                         ("timing", "json"))}  # fmt: skip
-                bench_search.run({}, out, {**params, "methods": {method: spec}}, {"method": method, "run": str(run)},
-                                 MemoryTracker())  # fmt: skip
-                results.append(json.loads(out["result"].read_text()))
-                timings.append(json.loads(out["timing"].read_text()))
+        for run in range(args.first, args.first + args.seeds):
+            _, result, seconds = bench_search.search_one({**params, "methods": {method: spec}}, method, run)
+            results.append(result)
+            timings.append({"run": run, "seconds": seconds})
         (row,) = bench_summary.summarise(results, timings, list(params["budgets"]))
         row["spec"], row["wall_seconds"] = spec, round(time.perf_counter() - start, 1)
         rows.append(row)

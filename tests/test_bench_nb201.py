@@ -47,16 +47,25 @@ def bench_params(table: Path, methods: dict) -> dict:
             "loss_metric": "loss", "budgets": [5, 20, 100], "methods": methods}  # fmt: skip
 
 
-def run_one(tmp_path: Path, method: str, spec: dict, run: int = 0) -> dict:
+def run_job(tmp_path: Path, method: str, spec: dict, runs: list[int]) -> dict:
+    """One bench_search job (the seeds in `runs`): its output paths."""
     table = tmp_path / "table.csv"
     if not table.exists():
         tmp_path.mkdir(parents=True, exist_ok=True)
         write_table(table)
-    out = {k: tmp_path / method / str(run) / f"{k}.{ext}"
-           for k, ext in (("history", "csv"), ("result", "json"), ("timing", "json"))}  # fmt: skip
-    bench_search.run({}, out, bench_params(table, {method: spec}), {"method": method, "run": str(run)},
-                     MemoryTracker())  # fmt: skip
-    return {**out, "data": json.loads(out["result"].read_text())}
+    out = {k: tmp_path / method / f"seeds-{runs[0]}" / f"{k}.{ext}"
+           for k, ext in (("history", "csv"), ("results", "json"), ("timings", "json"))}  # fmt: skip
+    params = {**bench_params(table, {method: spec}), "runs": runs}
+    bench_search.run({}, out, params, {"method": method, "first": str(runs[0])}, MemoryTracker())
+    return out
+
+
+def run_one(tmp_path: Path, method: str, spec: dict, run: int = 0) -> dict:
+    """One seed as a job of its own: its result and its history rows (without the `run` column)."""
+    out = run_job(tmp_path, method, spec, [run])
+    (data,) = json.loads(out["results"].read_text())
+    history = [{k: v for k, v in row.items() if k != "run"} for row in csv.DictReader(open(out["history"]))]
+    return {"data": data, "history": history}
 
 
 @pytest.mark.parametrize("method", ["random", "rea", "weaknas", "ganas", "relativenas"])
@@ -67,7 +76,7 @@ def test_each_method_finds_the_best_arch_of_a_small_table(tmp_path: Path, method
     r = out["data"]
     assert r["targets"] == 1
     assert r["found_at"] is not None and r["found_at"] <= r["queries"] <= 729
-    history = list(csv.DictReader(open(out["history"])))
+    history = out["history"]
     assert [int(h["query"]) for h in history] == list(range(1, r["queries"] + 1))  # only new archs count
     assert float(history[-1]["best_search_acc"]) == max(float(h["search_acc"]) for h in history)
     assert r["pick_report_acc_at"]["5"] == float(history[4]["pick_report_acc"])
@@ -83,7 +92,7 @@ def test_sequential_rea_is_asked_one_at_a_time_and_its_repeats_are_free(tmp_path
     r = out["data"]
     assert set(sizes["rea"]) == {1} and r["stop"] == "found"
     assert r["asks"] > r["queries"]  # some children were repeats ...
-    assert len(list(csv.DictReader(open(out["history"])))) == r["queries"] == r["found_at"]  # ... not charged
+    assert len(out["history"]) == r["queries"] == r["found_at"]  # ... not charged
     run_one(tmp_path, "weaknas", {"budget": 60, "params": {"top_m": 20}})
     assert set(sizes["weaknas"]) == {bench_search.BATCH}
 
@@ -117,8 +126,21 @@ def test_budget_stops_a_run_and_a_miss_is_recorded(tmp_path: Path) -> None:
 def test_same_seed_same_run(tmp_path: Path) -> None:
     a = run_one(tmp_path / "a", "weaknas", {"budget": 100, "params": {"top_m": 20}})
     b = run_one(tmp_path / "b", "weaknas", {"budget": 100, "params": {"top_m": 20}})
-    assert a["history"].read_bytes() == b["history"].read_bytes()
-    assert a["data"] == b["data"]
+    assert a == b
+
+
+def test_a_seed_gives_the_same_run_whichever_job_runs_it(tmp_path: Path) -> None:
+    """Seeds are grouped into jobs (`seeds_per_job`) only to save start-up time: seed 1 run after
+    seed 0 in one job is the same run as seed 1 alone (its random streams are its own)."""
+    spec = {"budget": 100, "params": {"top_m": 20}}
+    both = run_job(tmp_path / "both", "weaknas", spec, [0, 1])
+    alone = run_job(tmp_path / "alone", "weaknas", spec, [1])
+    results = json.loads(both["results"].read_text())
+    assert [r["run"] for r in results] == [0, 1]
+    assert results[1] == json.loads(alone["results"].read_text())[0]
+    rows = [row for row in csv.DictReader(open(both["history"])) if row["run"] == "1"]
+    assert rows == list(csv.DictReader(open(alone["history"])))
+    assert [t["run"] for t in json.loads(both["timings"].read_text())] == [0, 1]
 
 
 def test_summary_counts_misses_and_gives_both_counts(tmp_path: Path) -> None:
@@ -138,7 +160,7 @@ def test_summary_counts_misses_and_gives_both_counts(tmp_path: Path) -> None:
 def test_benchmark_target_runs_every_method_and_seed(tmp_path: Path) -> None:
     table = tmp_path / "table.csv"
     write_table(table)
-    params = {"study": "tinybench", "table": str(table), "seeds": 2, "budgets": [5, 50],
+    params = {"study": "tinybench", "table": str(table), "seeds": 3, "seeds_per_job": 2, "budgets": [5, 50],
               "space": {"initial_ops": OPS}, "search_metric": "valid", "report_metric": "test", "loss_metric": "loss",
               "methods": {"random": {"budget": 729}, "rea": {"budget": 200, "params": {"population": 10}},
                           "weaknas": {"budget": 200, "params": {"top_m": 20}}}}  # fmt: skip
@@ -151,6 +173,8 @@ def test_benchmark_target_runs_every_method_and_seed(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr[-3000:]
     summary = list(csv.DictReader(open(tmp_path / "results/tinybench/summary.csv")))
     assert [r["method"] for r in summary] == ["random", "rea", "weaknas"]
-    assert all(r["runs"] == "2" for r in summary)
+    assert all(r["runs"] == "3" for r in summary)
     assert (tmp_path / "results/tinybench/curves.png").stat().st_size > 1000
-    assert len(list((tmp_path / "results/tinybench/runs").rglob("result.json"))) == 6
+    jobs = sorted(p.parent.relative_to(tmp_path / "results/tinybench/runs").as_posix()
+                  for p in (tmp_path / "results/tinybench/runs").rglob("results.json"))  # fmt: skip
+    assert jobs == [f"{m}/seeds-{first}" for m in ("random", "rea", "weaknas") for first in (0, 2)]

@@ -1,6 +1,6 @@
 # Tabular benchmark: every search method x seeds against a NAS-Bench-201-style lookup table.
 #   snakemake -s workflow/bench_nb201.smk --cores all [--configfile params/my-bench.yaml]
-# Each (method, seed) is its own job: Snakemake runs them in parallel and resumes after a crash.
+# Each job runs one method on `seeds_per_job` seeds: Snakemake runs them in parallel and resumes after a crash.
 import sys
 
 from nasstudy import config as nasconfig
@@ -18,14 +18,14 @@ except nasconfig.ParamsError as err:
     sys.exit(1)
 
 RES = f"results/{config['study']}"
-RUNS = range(config["seeds"])
+FIRSTS = range(0, config["seeds"], config["seeds_per_job"])  # the first seed of each job
 METHODS = list(config["methods"])
 RUNNER = "scripts/run_stage.py"
 
 
 wildcard_constraints:
     method="[a-z0-9_]+",
-    run="[0-9]+",
+    first="[0-9]+",
 
 
 onstart:
@@ -50,9 +50,9 @@ rule bench_search:
     input:
         table=config["table"],
     output:
-        history=f"{RES}/runs/{{method}}/{{run}}/history.csv",
-        result=f"{RES}/runs/{{method}}/{{run}}/result.json",
-        timing=f"{RES}/runs/{{method}}/{{run}}/timing.json",
+        history=f"{RES}/runs/{{method}}/seeds-{{first}}/history.csv",
+        results=f"{RES}/runs/{{method}}/seeds-{{first}}/results.json",
+        timings=f"{RES}/runs/{{method}}/seeds-{{first}}/timings.json",
     params:
         cfg=lambda w: pipeline.stage_params(
             config,
@@ -63,10 +63,11 @@ rule bench_search:
             "loss_metric",
             table=config["table"],
             methods={w.method: config["methods"][w.method]},
+            runs=list(range(int(w.first), min(int(w.first) + config["seeds_per_job"], config["seeds"]))),
         ),
         code=pipeline.code_hash("stages/bench_search.py", "methods", "evaluators.py", "spaces/nb201.py"),
     log:
-        f"logs/{config['study']}/bench_search/{{method}}/{{run}}.log",
+        f"logs/{config['study']}/bench_search/{{method}}/seeds-{{first}}.log",
     threads: 1
     script:
         RUNNER
@@ -74,9 +75,9 @@ rule bench_search:
 
 rule bench_summary:
     input:
-        results=expand(f"{RES}/runs/{{method}}/{{run}}/result.json", method=METHODS, run=RUNS),
-        timings=expand(f"{RES}/runs/{{method}}/{{run}}/timing.json", method=METHODS, run=RUNS),
-        histories=expand(f"{RES}/runs/{{method}}/{{run}}/history.csv", method=METHODS, run=RUNS),
+        results=expand(f"{RES}/runs/{{method}}/seeds-{{first}}/results.json", method=METHODS, first=FIRSTS),
+        timings=expand(f"{RES}/runs/{{method}}/seeds-{{first}}/timings.json", method=METHODS, first=FIRSTS),
+        histories=expand(f"{RES}/runs/{{method}}/seeds-{{first}}/history.csv", method=METHODS, first=FIRSTS),
     output:
         summary_csv=f"{RES}/summary.csv",
         summary_md=f"{RES}/summary.md",

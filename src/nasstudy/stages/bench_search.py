@@ -1,4 +1,9 @@
-"""bench_search: one search method, one seed, against a lookup table (NAS-Bench-201 style).
+"""bench_search: one search method, a few seeds one after another, against a lookup table (NAS-Bench-201 style).
+
+A job runs the seeds in `runs` (`seeds_per_job` of them from `first`): the search itself takes milliseconds to
+seconds, so one job per seed would spend most of its time starting Python, torch and MLflow. Each
+seed has its own random stream (study seed, method, seed number), so the results do not depend on
+how the seeds are grouped into jobs.
 
 Counts the queries until an arch with the best search-metric value is queried (ties count as
 found) and, for methods with a predictor (WeakNAS), also until the predictor's top-1 is such an
@@ -29,6 +34,7 @@ from nasstudy.utils import atomic_write_bytes, make_rng, seed_torch, write_json
 
 STAGE = "bench_search"
 BATCH = 10  # archs per ask for a method that is not sequential
+HISTORY_COLUMNS = ("query", "arch", "search_acc", "report_acc", "best_search_acc", "pick_report_acc")
 
 
 def targets(evaluator: TableEvaluator, space, metric: str) -> set[tuple[int, ...]]:
@@ -38,9 +44,8 @@ def targets(evaluator: TableEvaluator, space, metric: str) -> set[tuple[int, ...
     return {a for a, v in values.items() if v == best}
 
 
-def run(inputs: dict[str, Path], outputs: dict[str, Path], params: dict, wildcards: dict[str, str],
-        tracker: Tracker) -> None:  # fmt: skip
-    method_name, run_seed = wildcards["method"], int(wildcards["run"])
+def search_one(params: dict, method_name: str, run_seed: int) -> tuple[list[tuple], dict, float]:
+    """One (method, seed) run: its history rows, its result and the seconds it took."""
     rng = make_rng(params["seed"], STAGE, method_name, run_seed)
     space = make_space(params["space"], None)
     evaluator = TableEvaluator(params["table"], space, params["search_metric"], loss=params.get("loss_metric"))
@@ -86,12 +91,6 @@ def run(inputs: dict[str, Path], outputs: dict[str, Path], params: dict, wildcar
                 found_pred_at = evaluator.queries
     stop = "found" if done() else "stalled" if evaluator.stalled() else "budget"
     seconds = time.perf_counter() - start
-
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["query", "arch", "search_acc", "report_acc", "best_search_acc", "pick_report_acc"])
-    writer.writerows(rows)
-    atomic_write_bytes(outputs["history"], buf.getvalue().encode())
     found = [x for x in (found_at, found_pred_at) if x is not None]
     picks = {str(b): (rows[min(b, len(rows)) - 1][5] if rows else None) for b in params["budgets"]}
     result = {
@@ -108,7 +107,23 @@ def run(inputs: dict[str, Path], outputs: dict[str, Path], params: dict, wildcar
         "pick_report_acc": pick_report,
         "pick_report_acc_at": picks,
     }
-    write_json(outputs["result"], result)
-    write_json(outputs["timing"], {"seconds": round(seconds, 3)})
-    tracker.log_metrics({k: float(v) for k, v in result.items() if isinstance(v, (int, float)) and v is not None})
-    tracker.log_metric("seconds", seconds)
+    return rows, result, seconds
+
+
+def run(inputs: dict[str, Path], outputs: dict[str, Path], params: dict, wildcards: dict[str, str],
+        tracker: Tracker) -> None:  # fmt: skip
+    method_name = wildcards["method"]
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["run", *HISTORY_COLUMNS])
+    results, timings = [], []
+    for run_seed in params["runs"]:
+        rows, result, seconds = search_one(params, method_name, run_seed)
+        writer.writerows((run_seed, *row) for row in rows)
+        results.append(result)
+        timings.append({"run": run_seed, "seconds": round(seconds, 3)})
+        metrics = {k: float(v) for k, v in result.items() if isinstance(v, (int, float)) and v is not None}
+        tracker.log_metrics({**metrics, "seconds": seconds}, step=run_seed)
+    atomic_write_bytes(outputs["history"], buf.getvalue().encode())
+    write_json(outputs["results"], results)
+    write_json(outputs["timings"], timings)

@@ -58,7 +58,19 @@ def summarise(results: list[dict], timings: list[dict], budgets: list[int]) -> l
     return rows
 
 
-def curves_plot(path: Path, histories: dict[str, list[Path]], max_query: int) -> None:
+def read_histories(jobs: list[tuple[str, Path]]) -> dict[tuple[str, int], tuple[np.ndarray, np.ndarray]]:
+    """(method, run) -> (queries, report metric of the pick), from each job's (method, history file)."""
+    out: dict[tuple[str, int], tuple[list, list]] = {}
+    for method, p in jobs:
+        with open(p, newline="") as f:
+            for row in csv.DictReader(f):
+                q, pick = out.setdefault((method, int(row["run"])), ([], []))
+                q.append(int(row["query"]))
+                pick.append(float(row["pick_report_acc"]))
+    return {k: (np.asarray(q), np.asarray(p, dtype=float)) for k, (q, p) in out.items()}
+
+
+def curves_plot(path: Path, histories: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]], max_query: int) -> None:
     """Best-so-far report metric of the picked arch vs queries: median and 25-75% band per method."""
     import matplotlib
 
@@ -68,14 +80,11 @@ def curves_plot(path: Path, histories: dict[str, list[Path]], max_query: int) ->
     fig = Figure(figsize=(8, 5), dpi=100)
     ax = fig.add_subplot()
     grid = np.unique(np.geomspace(1, max_query, 200).astype(int))
-    for method, files in sorted(histories.items()):
+    for method in sorted({m for m, _ in histories}):
         curves = []
-        for f in files:
-            data = np.genfromtxt(f, delimiter=",", names=True, dtype=None, encoding=None)
-            data = np.atleast_1d(data)
-            if len(data) == 0:
+        for (m, _), (q, pick) in sorted(histories.items()):
+            if m != method or len(q) == 0:
                 continue
-            q, pick = data["query"].astype(int), data["pick_report_acc"].astype(float)
             idx = np.searchsorted(q, grid, side="right") - 1
             curves.append(np.where(idx >= 0, pick[np.clip(idx, 0, None)], np.nan))
         if not curves:
@@ -125,8 +134,9 @@ def markdown(rows: list[dict], budgets: list[int], params: dict) -> str:
 
 def run(inputs: dict[str, Path], outputs: dict[str, Path], params: dict, wildcards: dict[str, str],
         tracker: Tracker) -> None:  # fmt: skip
-    results = [read_json(p) for p in inputs["results"]]
-    timings = [read_json(p) for p in inputs["timings"]]
+    per_job = [read_json(p) for p in inputs["results"]]  # a list of runs per job
+    results = [r for job in per_job for r in job]
+    timings = [t for p in inputs["timings"] for t in read_json(p)]
     budgets = list(params["budgets"])
     rows = summarise(results, timings, budgets)
     buf = io.StringIO()
@@ -136,10 +146,8 @@ def run(inputs: dict[str, Path], outputs: dict[str, Path], params: dict, wildcar
     atomic_write_bytes(outputs["summary_csv"], buf.getvalue().encode())
     atomic_write_bytes(outputs["summary_md"], markdown(rows, budgets, params).encode())
     write_json(outputs["summary_json"], rows)
-    histories: dict[str, list[Path]] = {}
-    for r, h in zip(results, inputs["histories"]):
-        histories.setdefault(r["method"], []).append(Path(h))
-    curves_plot(outputs["curves_plot"], histories, max(max(budgets), 1))
+    jobs = [(job[0]["method"], Path(h)) for job, h in zip(per_job, inputs["histories"]) if job]
+    curves_plot(outputs["curves_plot"], read_histories(jobs), max(max(budgets), 1))
     for r in rows:
         tracker.log_metrics({f"{r['method']}/found": r["found"], f"{r['method']}/runs": r["runs"]})
         if r["queries_mean"] is not None:
