@@ -44,20 +44,33 @@ class MlpRegime:
     patience: int = 10
 
 
+def make_mlp(inputs: int, seed: int, regime: MlpRegime) -> torch.nn.Sequential:
+    """`regime.layers` ReLU layers of `regime.width`, then one output, initialised as sklearn does:
+    weights and biases uniform in +-sqrt(6 / (fan_in + fan_out)) (Glorot), not torch's default
+    (+-1/sqrt(fan_in)), which starts the small default net too small to fit in 100 Adam steps.
+    Inside fork_rng, so the caller's torch rng is untouched."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        dims = [inputs] + [regime.width] * regime.layers
+        mods: list[torch.nn.Module] = []
+        for d_in, d_out in zip(dims[:-1], dims[1:]):
+            mods += [torch.nn.Linear(d_in, d_out), torch.nn.ReLU()]
+        net = torch.nn.Sequential(*mods, torch.nn.Linear(dims[-1], 1))
+        for m in net:
+            if isinstance(m, torch.nn.Linear):
+                bound = math.sqrt(6.0 / (m.in_features + m.out_features))
+                torch.nn.init.uniform_(m.weight, -bound, bound)
+                torch.nn.init.uniform_(m.bias, -bound, bound)
+    return net
+
+
 def train_mlp(x: np.ndarray, y: np.ndarray, seed: int, regime: MlpRegime) -> torch.nn.Sequential:
     """An MLP fit on (x, y) as sklearn's MLPRegressor does: up to `epochs` passes over the data in
     shuffled minibatches of `batch` (the last one smaller), Adam, loss mean((y - pred)^2) / 2 plus
     l2 / 2 * sum(weight^2) / (minibatch size), biases not penalised; it stops early once the epoch's
     mean loss has not beaten the best by `tol` for more than `patience` epochs (sklearn's
-    n_iter_no_change). `seed` fixes the initial weights and the shuffles, inside fork_rng so the
-    caller's torch rng is untouched."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        dims = [x.shape[1]] + [regime.width] * regime.layers
-        mods: list[torch.nn.Module] = []
-        for d_in, d_out in zip(dims[:-1], dims[1:]):
-            mods += [torch.nn.Linear(d_in, d_out), torch.nn.ReLU()]
-        net = torch.nn.Sequential(*mods, torch.nn.Linear(dims[-1], 1))
+    n_iter_no_change). `seed` fixes the initial weights (make_mlp) and the shuffles."""
+    net = make_mlp(x.shape[1], seed, regime)
     shuffle = torch.Generator().manual_seed(seed)
     weights = [m.weight for m in net if isinstance(m, torch.nn.Linear)]
     xt = torch.as_tensor(x, dtype=torch.float32)
