@@ -27,7 +27,8 @@ def test_replicate_names() -> None:
     assert replicate_names({"space": "nse", "method": "rea"}) == ()
     assert replicate_names({"space": "nse", "method": "rea", "rep": "0"}) == ()
     assert replicate_names({"rep": "2"}) == ("rep", 2)
-    assert derive_seed(0, "search", "nse", "rea", *replicate_names({"rep": "1"})) != derive_seed(0, "search", "nse", "rea")
+    names = ("search", "nse", "rea")
+    assert derive_seed(0, *names, *replicate_names({"rep": "1"})) != derive_seed(0, *names)
     with pytest.raises(ValueError, match="negative"):
         replicate_names({"rep": "-1"})
 
