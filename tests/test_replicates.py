@@ -15,7 +15,33 @@ from nasstudy.utils import derive_seed, replicate_names
 
 # md5 of replicate 0's files, computed with `python tests/tiny_inputs.py` on commit 4f7d21b (before
 # replicates existed): a one-replicate study must give exactly the metrics it gave then.
-GOLDEN = {}
+GOLDEN = {
+    "random": {
+        "search_metrics": "11f5d5de20d90417eff4f960e9090bfd",
+        "search_history": "a73444fde3dd875652c4c415aa0212f7",
+        "retrain_metrics": "20776be602abc9ca9130a9da8726ff75",
+    },
+    "rea": {
+        "search_metrics": "1a291075876b941d30ee3f170cb9d61f",
+        "search_history": "bfc4738b59d7b2f3b16527f9fdc4d1f0",
+        "retrain_metrics": "34af0c9b2cccac28a8ba5d9722d23713",
+    },
+    "weaknas": {
+        "search_metrics": "e79f92581ed4d779e4307858b9380a28",
+        "search_history": "084843d13e92738e1b99ba98549e6c7b",
+        "retrain_metrics": "d739e526e25a8b122ef8c4d6ab4a875f",
+    },
+    "ganas": {
+        "search_metrics": "069177f8e5e26f70e25c1d14a724c153",
+        "search_history": "f999cac3cba9e70941fce52a992ca6bf",
+        "retrain_metrics": "f8ac6b7114030f701974762ebb1f88c3",
+    },
+    "relativenas": {
+        "search_metrics": "b394230d34774fee81b8fc15f09100c4",
+        "search_history": "1949be7eaf9b1f1ec5e35d92c1f7a21c",
+        "retrain_metrics": "9563ec48676eb9ddf28ab33e3f576075",
+    },
+}
 
 
 @pytest.fixture(scope="module")
