@@ -16,6 +16,7 @@ include: "rules/evolve_space.smk"
 include: "rules/warmup_supernet.smk"
 include: "rules/search.smk"
 include: "rules/retrain.smk"
+include: "rules/ranking.smk"
 include: "rules/transfer.smk"
 include: "rules/report.smk"
 
@@ -30,8 +31,10 @@ def every_artifact():
         *rules.init_space.output,
         *expand(rules.evolve_space.output, **evolved),
         *expand(rules.warmup_supernet.output, space=SPACES),
-        *expand(rules.search.output, space=SPACES, method=METHODS),
-        *expand(rules.retrain.output, space=SPACES, method=METHODS),
+        *expand(rules.search.output, space=SPACES, method=METHODS, rep=REPS),
+        *expand(rules.retrain.output, space=SPACES, method=METHODS, rep=REPS),
+        *expand(rules.ranking_sample.output, space=SPACES if RANKED else []),
+        *expand(rules.ranking.output, space=SPACES, index=RANKED),
         *expand(rules.transfer.output, task=TASKS, space=SPACES, method=TRANSFER_METHODS),
         *rules.report.output,
     ]

@@ -19,6 +19,8 @@ SPACES = config["search"]["spaces"]
 METHODS = config["search"]["methods"]
 TASKS = config["transfer"]["tasks"]
 TRANSFER_METHODS = config["transfer"]["methods"] or METHODS  # null: transfer every searched method's arch
+REPS = list(range(config["replicates"]))  # seeds per (space, method): the `rep` wildcard of search and retrain
+RANKED = list(range(config["ranking"]["sample"]))  # archs per space in the ranking sample (the `index` wildcard)
 RUNNER = "../workflow/scripts/run_stage.py"
 
 
@@ -27,6 +29,8 @@ wildcard_constraints:
     method="[a-z0-9_]+",
     task="[a-z0-9_]+",
     gen="[0-9]+",
+    rep="[0-9]+",
+    index="[0-9]+",
 
 
 def stage_params(*sections, **extra):

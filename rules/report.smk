@@ -1,5 +1,6 @@
 def each(pattern, **extra):
-    return expand(pattern, space=SPACES, method=METHODS, **extra)
+    """`pattern` for every space x method x replicate, in that order."""
+    return expand(pattern, space=SPACES, method=METHODS, rep=REPS, **extra)
 
 
 rule report:
@@ -11,10 +12,12 @@ rule report:
         op_stats=expand(
             f"{RES}/space/{{m}}/gen{{g}}/op_stats.csv", m=config["evolution"]["methods"], g=range(1, GENS + 1)
         ),
-        search_best=each(f"{RES}/search/{{space}}/{{method}}/best.json"),
-        search_history=each(f"{RES}/search/{{space}}/{{method}}/history.csv"),
-        retrain_metrics=each(f"{RES}/retrain/{{space}}/{{method}}/metrics.json"),
-        retrain_timing=each(f"{RES}/retrain/{{space}}/{{method}}/timing.json"),
+        search_best=each(f"{RES}/search/{{space}}/{{method}}/rep{{rep}}/best.json"),
+        search_history=each(f"{RES}/search/{{space}}/{{method}}/rep{{rep}}/history.csv"),
+        retrain_metrics=each(f"{RES}/retrain/{{space}}/{{method}}/rep{{rep}}/metrics.json"),
+        retrain_timing=each(f"{RES}/retrain/{{space}}/{{method}}/rep{{rep}}/timing.json"),
+        ranking_sample=expand(f"{RES}/ranking/{{space}}/sample.csv", space=SPACES if RANKED else []),
+        ranking_metrics=expand(f"{RES}/ranking/{{space}}/arch{{index}}/metrics.json", space=SPACES, index=RANKED),
         transfer_metrics=expand(
             f"{RES}/transfer/{{task}}/{{space}}/{{method}}/metrics.json", task=TASKS, space=SPACES, method=TRANSFER_METHODS
         ),

@@ -3,22 +3,22 @@ rule retrain:
         cls_train=f"{RES}/data/cls_train.npz",
         cls_val=f"{RES}/data/cls_val.npz",
         cls_test=f"{RES}/data/cls_test.npz",
-        best=f"{RES}/search/{{space}}/{{method}}/best.json",
+        best=f"{RES}/search/{{space}}/{{method}}/rep{{rep}}/best.json",
     output:
-        model=f"{RES}/retrain/{{space}}/{{method}}/model.pt",
-        metrics=f"{RES}/retrain/{{space}}/{{method}}/metrics.json",
-        timing=f"{RES}/retrain/{{space}}/{{method}}/timing.json",
+        model=f"{RES}/retrain/{{space}}/{{method}}/rep{{rep}}/model.pt",
+        metrics=f"{RES}/retrain/{{space}}/{{method}}/rep{{rep}}/metrics.json",
+        timing=f"{RES}/retrain/{{space}}/{{method}}/rep{{rep}}/timing.json",
         curve=report(
-            f"{RES}/retrain/{{space}}/{{method}}/curve.csv",
+            f"{RES}/retrain/{{space}}/{{method}}/rep{{rep}}/curve.csv",
             caption="../workflow/report/retrain.rst",
             category="Retrain",
-            subcategory="{space} / {method}",
+            subcategory="{space} / {method} / rep{rep}",
         ),
     params:
         cfg=stage_params("space", "retrain"),
         code=code_hash("stages/retrain.py", "spaces", "training.py"),
     log:
-        f"{LOGS}/retrain/{{space}}/{{method}}.log",
+        f"{LOGS}/retrain/{{space}}/{{method}}/rep{{rep}}.log",
     threads: config["threads"]
     priority: 10  # the DAG's long chain (evolve -> warmup -> search -> retrain) first
     script:

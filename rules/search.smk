@@ -4,10 +4,10 @@ rule search:
         cls_val=f"{RES}/data/cls_val.npz",
         supernet=f"{RES}/supernet/{{space}}/supernet.pt",
     output:
-        history=f"{RES}/search/{{space}}/{{method}}/history.csv",
-        best=f"{RES}/search/{{space}}/{{method}}/best.json",
-        state=f"{RES}/search/{{space}}/{{method}}/state.json",
-        metrics=f"{RES}/search/{{space}}/{{method}}/metrics.json",
+        history=f"{RES}/search/{{space}}/{{method}}/rep{{rep}}/history.csv",
+        best=f"{RES}/search/{{space}}/{{method}}/rep{{rep}}/best.json",
+        state=f"{RES}/search/{{space}}/{{method}}/rep{{rep}}/state.json",
+        metrics=f"{RES}/search/{{space}}/{{method}}/rep{{rep}}/metrics.json",
     params:
         cfg=lambda w: stage_params(
             "space",
@@ -16,7 +16,7 @@ rule search:
         ),
         code=code_hash("stages/search.py", "methods", "evaluators.py", "spaces", "training.py"),
     log:
-        f"{LOGS}/search/{{space}}/{{method}}.log",
+        f"{LOGS}/search/{{space}}/{{method}}/rep{{rep}}.log",
     threads: config["threads"]
     priority: 20  # the DAG's long chain (evolve -> warmup -> search -> retrain) first
     script:

@@ -2,7 +2,7 @@ rule transfer:
     input:
         scenes_train=f"{RES}/data/scenes_train.npz",
         scenes_val=f"{RES}/data/scenes_val.npz",
-        model=f"{RES}/retrain/{{space}}/{{method}}/model.pt",
+        model=f"{RES}/retrain/{{space}}/{{method}}/rep0/model.pt",  # replicate 0's arch and weights
     output:
         metrics=f"{RES}/transfer/{{task}}/{{space}}/{{method}}/metrics.json",
         timing=f"{RES}/transfer/{{task}}/{{space}}/{{method}}/timing.json",

@@ -38,6 +38,10 @@ PARAMS_CASES = {
     "out_of_range": ("seed: -1\n", "seed"),
     "method_not_allowed": ("search:\n  methods: [random, magic]\n", "'magic' is not allowed"),
     "odd_budget_relativenas": ("search:\n  budget: 7\n", "must be even"),
+    "no_replicates": ("replicates: 0\n", "replicates = 0 is out of range: must be >= 1"),
+    "fractional_replicates": ("replicates: 2.5\n", "replicates = 2.5 has the wrong type: expected integer"),
+    "negative_ranking_sample": ("ranking:\n  sample: -1\n", "ranking.sample = -1 is out of range: must be >= 0"),
+    "unknown_ranking_key": ("ranking:\n  samples: 3\n", "unknown key 'ranking.samples'"),
     "missing_data_folder": ("data:\n  source: npz\n  root: /nonexistent/cifar\n", "/nonexistent/cifar"),
     "study_escapes_results": ("study: ../../etc\n", "study"),
     "transfer_method_not_searched": (
@@ -89,7 +93,7 @@ def failed_lines(err: str) -> list[str]:
     "rel, damage, expected",
     [
         ("supernet/initial/supernet.pt", "truncate", "is not a readable checkpoint"),
-        ("search/nse/rea/best.json", "truncate", "is not valid JSON"),
+        ("search/nse/rea/rep0/best.json", "truncate", "is not valid JSON"),
         ("data/cls_val.npz", "garbage", "is not a readable classification npz"),
     ],
 )
@@ -111,8 +115,8 @@ def test_damaged_results_file_fails_its_readers_with_one_line_and_keeps_the_rest
     lost = [k for k in before if k not in after]
     # What goes is only what Snakemake was rerunning downstream of the damaged file.
     downstream = {
-        "supernet/initial/supernet.pt": ("search/initial/",),
-        "search/nse/rea/best.json": ("retrain/nse/rea/",),
+        "supernet/initial/supernet.pt": ("search/initial/", "ranking/initial/"),  # the ranking sample reads it too
+        "search/nse/rea/rep0/best.json": ("retrain/nse/rea/rep0/",),
     }
     allowed = downstream.get(rel, ("",))
     assert [k for k in lost if not k.startswith(allowed) and not k.startswith("report/")] == [], lost

@@ -117,8 +117,8 @@ def test_deleted_and_edited_results_are_named_then_rebuilt(study: Path, tmp_path
     project = copy_study(study, tmp_path / "p")
     res = project / RES
     before = md5s(res)
-    deleted = RES / "retrain/initial/weaknas/model.pt"  # read by no other job: only `rule all` asks for it
-    edited = RES / "retrain/nse/weaknas/metrics.json"
+    deleted = RES / "retrain/initial/weaknas/rep0/model.pt"  # read by no other job: only `rule all` asks for it
+    edited = RES / "retrain/nse/weaknas/rep0/metrics.json"
     (project / deleted).unlink()
     metrics = json.loads((project / edited).read_text())
     (project / edited).write_text(json.dumps({**metrics, "test_acc": 99.99}, indent=2) + "\n")
@@ -128,11 +128,11 @@ def test_deleted_and_edited_results_are_named_then_rebuilt(study: Path, tmp_path
     assert status.returncode == 0, status.stderr
     assert "all done" not in status.stdout
     assert f"missing: 1 files made by finished jobs: {deleted}" in status.stdout
-    assert f"altered: {edited} is not what retrain[space=nse,method=weaknas] wrote" in status.stdout
+    assert f"altered: {edited} is not what retrain[space=nse,method=weaknas,rep=0] wrote" in status.stdout
 
     run = nasstudy(project, "run", "--cores", "2")
     assert run.returncode == 0, run.stderr[-3000:]
-    assert f"nasstudy: {edited} is not what retrain[space=nse,method=weaknas] wrote" in run.stderr
+    assert f"nasstudy: {edited} is not what retrain[space=nse,method=weaknas,rep=0] wrote" in run.stderr
     after = md5s(res)
     for rel in before:  # the same bytes as the uninterrupted study (timings and plots aside)
         if not rel.endswith(("timing.json", ".png")) and not rel.startswith("report/"):
@@ -146,13 +146,13 @@ def test_deleted_and_edited_results_are_named_then_rebuilt(study: Path, tmp_path
 def test_a_failed_job_is_not_recorded_as_done_and_is_rebuilt(study: Path, tmp_path: Path) -> None:
     project = copy_study(study, tmp_path / "p")
     (project / "mlflow.db").unlink()  # no md5 records: the damage below reaches its reader
-    best = project / RES / "search/nse/weaknas/best.json"
+    best = project / RES / "search/nse/weaknas/rep0/best.json"
     good = best.read_bytes()
     best.write_bytes(good[: len(good) // 2])
     locked = yaml.safe_load((project / "dvc.lock").read_text())["stages"]["retrain"]
     run = nasstudy(project, "run", "--cores", "2")
-    assert run.returncode != 0 and "retrain[space=nse,method=weaknas]" in run.stderr, run.stderr[-3000:]
-    assert not (project / RES / "retrain/nse/weaknas/metrics.json").exists()  # Snakemake removed the old output
+    assert run.returncode != 0 and "retrain[space=nse,method=weaknas,rep=0]" in run.stderr, run.stderr[-3000:]
+    assert not (project / RES / "retrain/nse/weaknas/rep0/metrics.json").exists()  # Snakemake removed the old output
     assert yaml.safe_load((project / "dvc.lock").read_text())["stages"]["retrain"] == locked  # not the gap
     assert "dvc.lock keeps its old record of phase retrain" in run.stderr
     status = nasstudy(project, "status")
@@ -162,7 +162,7 @@ def test_a_failed_job_is_not_recorded_as_done_and_is_rebuilt(study: Path, tmp_pa
     best.write_bytes(good)
     run = nasstudy(project, "run", "--cores", "2")
     assert run.returncode == 0, run.stderr[-3000:]
-    assert (project / RES / "retrain/nse/weaknas/metrics.json").read_bytes() == (
-        study / RES / "retrain/nse/weaknas/metrics.json"
+    assert (project / RES / "retrain/nse/weaknas/rep0/metrics.json").read_bytes() == (
+        study / RES / "retrain/nse/weaknas/rep0/metrics.json"
     ).read_bytes()
     assert "dvc.lock matches the files" in nasstudy(project, "status").stdout

@@ -173,7 +173,7 @@ def test_tiny_study_lineage_then_a_hand_edit(study: Path, tmp_path: Path, monkey
     cfg = load_params(None, project / "params" / "default.yaml")
     for space in cfg["search"]["spaces"]:
         for method in cfg["search"]["methods"]:
-            result = lineage.lineage(f"results/default/retrain/{space}/{method}/model.pt", cfg)
+            result = lineage.lineage(f"results/default/retrain/{space}/{method}/rep0/model.pt", cfg)
             rules = [n["rule"] for n in result["nodes"]]
             assert rules[:2] == ["retrain", "search"] and {"warmup_supernet", "prepare_data"} <= set(rules)
             sources = {n["rule"] for n in result["nodes"] if not any(r["producer"] for r in n["inputs"])}
@@ -181,22 +181,22 @@ def test_tiny_study_lineage_then_a_hand_edit(study: Path, tmp_path: Path, monkey
             assert ("evolve_space" in rules) == (space != "initial")
             assert result["flagged"] == [], result["flagged"]
             assert {p["state"] for p in result["dvc"].values()} == {"matches dvc.lock"}, result["dvc"]
-    model = "results/default/retrain/nse/rea/model.pt"
+    model = "results/default/retrain/nse/rea/rep0/model.pt"
     shown = subprocess.run([BIN / "nasstudy", "lineage", model], capture_output=True, text=True)
     assert shown.returncode == 0, shown.stderr
     assert "evolve_space[method=nse,gen=2]" in shown.stdout and "verified: all" in shown.stdout
 
-    best = project / "results/default/search/initial/rea/best.json"
+    best = project / "results/default/search/initial/rea/rep0/best.json"
     edited = json.dumps({**json.loads(best.read_text()), "supernet_acc": 99.9})
     best.unlink()  # as an editor saves it: a new file (the old one is read-only, and may be DVC's cache object)
     best.write_text(edited)
-    result = lineage.lineage("results/default/retrain/initial/rea/model.pt", cfg)
-    assert result["flagged"] == ["results/default/search/initial/rea/best.json"]
+    result = lineage.lineage("results/default/retrain/initial/rea/rep0/model.pt", cfg)
+    assert result["flagged"] == ["results/default/search/initial/rea/rep0/best.json"]
     assert result["dvc"]["search"]["state"].startswith("CHANGED since dvc.lock")
     shown = subprocess.run([BIN / "nasstudy", "lineage", "--json", str(project / model)], capture_output=True)
     assert shown.returncode == 0  # another (space, method): untouched
     assert planned_jobs(project) == {
-        ("retrain", "space=initial, method=rea"),
+        ("retrain", "space=initial, method=rea, rep=0"),
         ("transfer", "task=detection, space=initial, method=rea"),
         ("transfer", "task=segmentation, space=initial, method=rea"),
         ("report", ""),

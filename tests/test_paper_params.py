@@ -18,10 +18,10 @@ from nasstudy import cli
 from nasstudy.config import PROJECT_ROOT, ParamsError, load_params
 
 PAPER = PROJECT_ROOT / "params" / "paper.yaml"
-# Jobs per rule (docs/paper-scale.md): 2 evolution methods x 4 generations, 3 spaces, 3 x 5 searches
-# and retrains, 2 tasks x 3 spaces x 5 methods transferred.
-EXPECTED_JOBS = {"init_space": 1, "prepare_data": 1, "evolve_space": 8, "warmup_supernet": 3, "search": 15,
-                 "retrain": 15, "transfer": 30, "report": 1}  # fmt: skip
+# Jobs per rule (docs/paper-scale.md): 2 evolution methods x 4 generations, 3 spaces, 3 x 5 x 5 replicates
+# searches and retrains, 3 x 20 ranking archs, 2 tasks x 3 spaces x 5 methods transferred.
+EXPECTED_JOBS = {"init_space": 1, "prepare_data": 1, "evolve_space": 8, "warmup_supernet": 3, "search": 75,
+                 "retrain": 75, "ranking_sample": 3, "ranking": 60, "transfer": 30, "report": 1}  # fmt: skip
 
 
 @pytest.fixture()

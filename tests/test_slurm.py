@@ -25,7 +25,7 @@ from e2e import BIN, ROOT, make_project, metrics_files, mlflow_server, planned_j
 from slurm_cluster import SlurmCluster, SlurmStartError, ensure_slurm
 
 PROFILE = ROOT / "workflow" / "profiles" / "slurm" / "config.yaml"
-GPU_RULES = {"evolve_space", "warmup_supernet", "search", "retrain", "transfer"}
+GPU_RULES = {"evolve_space", "warmup_supernet", "search", "retrain", "ranking_sample", "ranking", "transfer"}
 LOCAL_RULES = {"init_space"}  # `localrule: True`: runs in the submitting Snakemake process, not through sbatch
 
 

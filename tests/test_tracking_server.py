@@ -33,7 +33,7 @@ def test_tiny_study_logs_to_a_real_tracking_server(server: str, tmp_path: Path) 
     (tmp_path / "project").mkdir()  # beside the server's own files
     project = make_project(tmp_path / "project")
     params = overlay(project, uri=server)
-    target = "results/default/retrain/nse/random/model.pt"  # its chain: every kind of job up to retrain
+    target = "results/default/retrain/nse/random/rep0/model.pt"  # its chain: every kind of job up to retrain
     jobs = planned_jobs(project, target)
     out = snakemake(project, target, "--configfile", str(params))  # --configfile takes every later word
     assert out.returncode == 0, out.stderr[-4000:]
@@ -55,7 +55,7 @@ def test_tiny_study_logs_to_a_real_tracking_server(server: str, tmp_path: Path) 
     assert {a.path for a in client.list_artifacts(prep.info.run_id)} >= {"summary.json", "preview.png"}
 
     shown = subprocess.run(
-        [BIN / "nasstudy", "lineage", "--params", str(params), "results/default/retrain/nse/random/model.pt"],
+        [BIN / "nasstudy", "lineage", "--params", str(params), "results/default/retrain/nse/random/rep0/model.pt"],
         cwd=project, capture_output=True, text=True,
     )  # fmt: skip
     assert shown.returncode == 0, shown.stderr

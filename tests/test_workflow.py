@@ -22,16 +22,18 @@ def test_study_writes_every_stage_and_the_report(study: Path) -> None:
     res = study / "results" / "default"
     for rel in ("data/cls_train.npz", "space/gen0/space_state.json", "space/nse/gen2/front.csv",
                 "supernet/initial/supernet.pt", "supernet/nse/random_archs.csv",
-                "search/nse/rea/best.json", "retrain/initial/random/model.pt",
+                "search/nse/rea/rep0/best.json", "retrain/initial/random/rep0/model.pt",
                 "transfer/detection/initial/rea/metrics.json", "transfer/segmentation/nse/random/metrics.json",
-                "transfer/detection/nse/rea/examples.png", "search/initial/relativenas/state.json",
+                "transfer/detection/nse/rea/examples.png", "search/initial/relativenas/rep0/state.json",
+                "ranking/initial/sample.csv", "ranking/nse/arch1/metrics.json", "ranking/nse/arch1/curve.csv",
                 "report/summary.md", "report/pareto.png"):  # fmt: skip
         assert (res / rel).is_file(), rel
     table = (res / "report" / "summary.csv").read_text().splitlines()
     assert len(table) == 1 + 10  # header + 2 spaces x 5 methods
     report = json.loads((res / "report" / "report.json").read_text())
     assert "kendall_tau" in report
-    assert (study / "logs" / "default" / "search" / "initial" / "rea.log").is_file()
+    assert (study / "logs" / "default" / "search" / "initial" / "rea" / "rep0.log").is_file()
+    assert not (res / "search" / "initial" / "rea" / "rep1").exists()  # tiny: one replicate
 
 
 def test_rerun_has_nothing_to_do_and_dvc_is_clean(study: Path) -> None:
@@ -40,7 +42,8 @@ def test_rerun_has_nothing_to_do_and_dvc_is_clean(study: Path) -> None:
     status = subprocess.run([BIN / "dvc", "status", "--json"], cwd=study, capture_output=True, text=True)
     assert status.returncode == 0 and json.loads(status.stdout) == {}, status.stdout
     dag = subprocess.run([BIN / "dvc", "dag", "--md"], cwd=study, capture_output=True, text=True)
-    for phase in ("prepare_data", "evolve_space", "warmup_supernet", "search", "retrain", "transfer", "report"):
+    for phase in ("prepare_data", "evolve_space", "warmup_supernet", "search", "retrain", "ranking", "transfer",
+                  "report"):  # fmt: skip
         assert phase in dag.stdout
 
 
@@ -53,11 +56,14 @@ def test_mlflow_has_parent_and_one_child_per_job(study: Path) -> None:
     parents = [r for r in runs if r.data.tags.get("nasstudy.role") == "study"]
     children = [r for r in runs if r.data.tags.get("nasstudy.role") == "job"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
-    # 1 prepare_data + 1 init_space + 2 evolve + 2 warmup + 4 search + 4 retrain + 8 transfer + 1 report
-    assert len(children) == 35  # 1 prepare, 1 init, 2 evolve, 2 warmup, 10 search, 10 retrain, 8 transfer, 1 report
+    # 1 prepare, 1 init, 2 evolve, 2 warmup, 10 search, 10 retrain (1 replicate), 2 ranking samples,
+    # 4 ranking retrains (2 archs x 2 spaces), 8 transfer, 1 report
+    assert len(children) == 41
     names = {r.info.run_name for r in children}
-    assert "search[space=nse,method=rea]" in names and "evolve_space[method=nse,gen=2]" in names
-    assert {f"search[space=nse,method={m}]" for m in ("random", "rea", "relativenas", "ganas", "weaknas")} <= names
+    assert "search[space=nse,method=rea,rep=0]" in names and "evolve_space[method=nse,gen=2]" in names
+    methods = ("random", "rea", "relativenas", "ganas", "weaknas")
+    assert {f"search[space=nse,method={m},rep=0]" for m in methods} <= names
+    assert {"ranking_sample[space=nse]", "ranking[space=nse,index=1]"} <= names
     for r in children:
         assert r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
         assert r.info.status == "FINISHED"
@@ -77,14 +83,31 @@ def test_changing_one_search_param_reruns_only_its_downstream(study: Path) -> No
         jobs = planned_jobs(study)
     finally:
         params.write_text(original)
-    expected = {("search", "space=initial, method=rea"), ("search", "space=nse, method=rea"),
-                ("retrain", "space=initial, method=rea"), ("retrain", "space=nse, method=rea"),
+    expected = {("search", "space=initial, method=rea, rep=0"), ("search", "space=nse, method=rea, rep=0"),
+                ("retrain", "space=initial, method=rea, rep=0"), ("retrain", "space=nse, method=rea, rep=0"),
                 ("transfer", "task=detection, space=initial, method=rea"),
                 ("transfer", "task=detection, space=nse, method=rea"),
                 ("transfer", "task=segmentation, space=initial, method=rea"),
                 ("transfer", "task=segmentation, space=nse, method=rea"),
                 ("report", "")}  # fmt: skip
     assert jobs == expected
+
+
+def test_a_second_replicate_doubles_search_and_retrain_only(tmp_path: Path) -> None:
+    """`replicates: 2` (dry run): a rep1 search and retrain beside every rep0 one; the other jobs, and
+    transfer (which takes replicate 0's model), are the same as with one replicate."""
+    project = make_project(tmp_path)
+    one = planned_jobs(project)
+    overlay = tmp_path / "two.yaml"
+    overlay.write_text("replicates: 2\n")
+    two = planned_jobs(project, "--configfile", str(overlay))
+    rep1 = {(rule, wc) for rule, wc in two if wc.endswith("rep=1")}
+    assert two - rep1 == one
+    assert rep1 == {(rule, wc.replace("rep=0", "rep=1")) for rule, wc in one if rule in ("search", "retrain")}
+    assert len(rep1) == 20  # 2 spaces x 5 methods, search and retrain
+    out = snakemake(project, "--dry-run", "--configfile", str(overlay))
+    for path in ("search/nse/rea/rep1/best.json", "retrain/initial/weaknas/rep1/metrics.json"):
+        assert f"results/default/{path}" in out.stdout
 
 
 def test_two_runs_from_scratch_give_identical_metrics(study: Path, tmp_path: Path) -> None:
@@ -163,7 +186,7 @@ def test_autospace_space_runs_end_to_end(tmp_path: Path) -> None:
     assert all(p["reference"] in p["active"] for p in state["positions"])
     # Graph cells (mutants) reach the learned space, so warmup, search and retrain ran on them.
     assert any(op.startswith("g") for p in state["positions"] for op in p["active"])
-    best = json.loads((res / "search" / "autospace" / "random" / "best.json").read_text())
+    best = json.loads((res / "search" / "autospace" / "random" / "rep0" / "best.json").read_text())
     assert best["space"] == "autospace" and (res / "transfer" / "segmentation" / "autospace" / "random").is_dir()
     summary = (res / "report" / "summary.md").read_text()
     assert "| autospace | random |" in summary and "| initial | random |" in summary

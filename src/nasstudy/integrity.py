@@ -25,7 +25,7 @@ from nasstudy.utils import file_md5
 @dataclass(frozen=True)
 class Altered:
     path: str
-    job: str  # the MLflow run name of the job that wrote it: `retrain[space=initial,method=rea]`
+    job: str  # the MLflow run name of the job that wrote it: `retrain[space=initial,method=rea,rep=0]`
     recorded: str
     disk: str
 

@@ -74,6 +74,15 @@ def derive_seed(seed: int, *names: object) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1
 
 
+def replicate_names(wildcards: dict[str, str]) -> tuple[object, ...]:
+    """The seed names a replicate adds: none for replicate 0 (a one-replicate study draws exactly the
+    seeds it drew before replicates existed), ("rep", r) for replicate r > 0."""
+    rep = int(wildcards.get("rep", 0))
+    if rep < 0:
+        raise ValueError(f"replicate {rep} is negative")
+    return ("rep", rep) if rep else ()
+
+
 def make_rng(seed: int, *names: object) -> np.random.Generator:
     """A numpy Generator seeded from the study seed and names."""
     return np.random.default_rng(derive_seed(seed, *names))

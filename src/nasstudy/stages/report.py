@@ -44,13 +44,15 @@ DPI = 120
 
 
 def parse_path(path: str | Path) -> dict[str, Any]:
-    """Read stage, space, method, task and generation from an artifact path.
+    """Read stage, space, method, replicate, task and generation from an artifact path.
 
     Indexes from the file's end, so whatever lies above `results/{study}` does not matter.
     """
     p = Path(path).parts
     info: dict[str, Any] = {"file": p[-1]}
-    if len(p) >= 4 and p[-4] in ("search", "retrain"):
+    if len(p) >= 5 and p[-5] in ("search", "retrain") and p[-2].startswith("rep") and p[-2][3:].isdigit():
+        info.update(stage=p[-5], space=p[-4], method=p[-3], rep=int(p[-2][3:]))  # {stage}/{space}/{method}/rep{r}
+    elif len(p) >= 4 and p[-4] in ("search", "retrain"):
         info.update(stage=p[-4], space=p[-3], method=p[-2])
     elif len(p) >= 5 and p[-5] == "transfer":
         info.update(stage="transfer", task=p[-4], space=p[-3], method=p[-2])

@@ -2,7 +2,8 @@
 
 Search ranks archs by inherited supernet weights; only a from-scratch training of the winner tells
 what each (space, method) pair really found. Wall time and CPU latency go to timing.json, so that
-metrics.json stays byte-identical across two CPU runs.
+metrics.json stays byte-identical across two CPU runs. `train_arch` and `write_results` are also the
+ranking stage's (nasstudy.stages.ranking): its sampled archs are trained exactly as the winners.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import csv
 import io
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -31,11 +33,25 @@ from nasstudy.training import (
     sgd_cosine,
     train_epoch,
 )
-from nasstudy.utils import atomic_write_bytes, read_json, seed_torch, write_json
+from nasstudy.utils import atomic_write_bytes, read_json, replicate_names, seed_torch, write_json
 
 STAGE = "retrain"
 CURVE_COLUMNS = ["epoch", "train_loss", "train_acc", "val_acc"]
 LATENCY_WARMUP = 5
+
+
+@dataclass
+class Trained:
+    """What train_arch hands to write_results: the trained net (contiguous memory) and its numbers."""
+
+    net: nn.Module
+    ops: list[tuple[str, ...]]
+    curve: list[dict]
+    test_acc: float
+    val_acc: float
+    train_seconds: float
+    flops: int
+    params: int
 
 
 def run(
@@ -48,18 +64,33 @@ def run(
 ) -> None:
     """Inputs cls_train, cls_val, cls_test, best; outputs model, metrics, timing, curve. Checkpoints
     after every epoch; a rerun after a crash continues from the last one."""
-    names = [STAGE, wildcards["space"], wildcards["method"]]
+    names = [STAGE, wildcards["space"], wildcards["method"], *replicate_names(wildcards)]
+    best = read_json(inputs["best"])
+    trained = train_arch(inputs, params, names, best["ops"], best["arch"], tracker, checkpoint)
+    write_results(outputs, params, trained, best["arch"], best.get("supernet_acc"), tracker)
+
+
+def train_arch(
+    inputs: dict[str, Path],
+    params: dict,
+    names: list,
+    ops: list,
+    arch: str,
+    tracker: Tracker,
+    checkpoint: Checkpoint = NO_CHECKPOINT,
+) -> Trained:
+    """Train the arch with `ops` from scratch on cls_train (val acc per epoch), then test it on cls_test.
+    Every random draw derives from the study seed and `names` (the job's stage and wildcards)."""
     seed, cfg, space_cfg = int(params["seed"]), params["retrain"], params["space"]
     seed_torch(seed, *names, threads=int(params["threads"]))
     device = resolve_device(params["device"])
     precision = MixedPrecision(device, bool(params.get("amp", False)))
     channels_last = bool(cfg.get("channels_last", True))
 
-    best = read_json(inputs["best"])
-    ops = [tuple(o) for o in best["ops"]]
+    ops = [tuple(o) for o in ops]
     num_classes = int(space_cfg["num_classes"])
     flops, n_params = arch_cost(space_cfg, ops)
-    tracker.log_params({"arch": best["arch"], "flops": flops, "params": n_params})
+    tracker.log_params({"arch": arch, "flops": flops, "params": n_params})
 
     train = load_cls(inputs["cls_train"], device, channels_last)
     val = load_cls(inputs["cls_val"], device, channels_last)
@@ -94,26 +125,43 @@ def run(
     test_acc, _ = evaluate(net, test)
 
     net = net.to(memory_format=torch.contiguous_format)
-    state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
-    save_checkpoint(
-        {"space_cfg": copy.deepcopy(space_cfg), "ops": [list(o) for o in ops], "num_classes": num_classes,
-         "state_dict": state},
-        outputs["model"],
-    )  # fmt: skip
-    write_curve(outputs["curve"], curve)
-    latency = cpu_latency_ms(net, int(space_cfg.get("image_size", 32)), int(cfg["latency_batches"]))
+    final_val = curve[-1]["val_acc"] if curve else round(evaluate(net, val)[0], 4)
+    return Trained(net, ops, curve, test_acc, final_val, train_seconds, flops, n_params)
+
+
+def write_results(
+    outputs: dict[str, Path],
+    params: dict,
+    trained: Trained,
+    arch: str,
+    supernet_acc: float | None,
+    tracker: Tracker,
+) -> None:
+    """metrics.json (byte-identical across CPU runs), timing.json (wall time, CPU latency), curve.csv,
+    and model.pt where `outputs` asks for one (the ranking sample's retrains need no model)."""
+    space_cfg, net = params["space"], trained.net
+    if "model" in outputs:
+        state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+        save_checkpoint(
+            {"space_cfg": copy.deepcopy(space_cfg), "ops": [list(o) for o in trained.ops],
+             "num_classes": int(space_cfg["num_classes"]), "state_dict": state},
+            outputs["model"],
+        )  # fmt: skip
+    write_curve(outputs["curve"], trained.curve)
+    latency = cpu_latency_ms(net, int(space_cfg.get("image_size", 32)), int(params["retrain"]["latency_batches"]))
 
     metrics = {
-        "test_acc": round(test_acc, 4),
-        "val_acc": curve[-1]["val_acc"] if curve else round(evaluate(net, val)[0], 4),
-        "params": n_params,
-        "flops": flops,
-        "supernet_acc": best.get("supernet_acc"),
-        "arch": best["arch"],
+        "test_acc": round(trained.test_acc, 4),
+        "val_acc": trained.val_acc,
+        "params": trained.params,
+        "flops": trained.flops,
+        "supernet_acc": supernet_acc,
+        "arch": arch,
     }
     write_json(outputs["metrics"], metrics)
-    write_json(outputs["timing"], {"latency_ms": round(latency, 4), "train_seconds": round(train_seconds, 3)})
-    tracker.log_metrics({"test_acc": test_acc, "latency_ms": latency, "train_seconds": train_seconds})
+    timing = {"latency_ms": round(latency, 4), "train_seconds": round(trained.train_seconds, 3)}
+    write_json(outputs["timing"], timing)
+    tracker.log_metrics({"test_acc": trained.test_acc, "latency_ms": latency, "train_seconds": trained.train_seconds})
     tracker.log_artifact(outputs["curve"])
 
 

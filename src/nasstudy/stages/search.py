@@ -29,7 +29,7 @@ from nasstudy.evaluators import Evaluator, SupernetEvaluator
 from nasstudy.methods import SearchMethod, make_method
 from nasstudy.spaces.mobile import MobileSpace
 from nasstudy.tracking import Tracker
-from nasstudy.utils import atomic_write_bytes, file_md5, make_rng, read_json, seed_torch, write_json
+from nasstudy.utils import atomic_write_bytes, file_md5, make_rng, read_json, replicate_names, seed_torch, write_json
 
 STAGE = "search"
 BATCH = 10  # archs per ask/tell round (1 for a sequential method); queries between state.json writes
@@ -48,8 +48,9 @@ def run(
     job's checkpoint (outside the outputs, which Snakemake deletes after a crash) after every batch of
     queries, or to the `state` output itself when run without one."""
     space_name, method_name = wildcards["space"], wildcards["method"]
-    seed_torch(params["seed"], STAGE, space_name, method_name, threads=params["threads"])
-    rng = make_rng(params["seed"], STAGE, space_name, method_name)
+    rep = replicate_names(wildcards)  # () for replicate 0: its seeds are those of a one-replicate study
+    seed_torch(params["seed"], STAGE, space_name, method_name, *rep, threads=params["threads"])
+    rng = make_rng(params["seed"], STAGE, space_name, method_name, *rep)  # the method draws all from it
     budget = int(params["search"]["budget"])
     if budget < 1:
         raise ValueError(f"search.budget must be at least 1 query, got {budget}")
@@ -77,10 +78,11 @@ def run(
         "cls_val_md5": file_md5(inputs["cls_val"]),
         "scoring": {k: params["supernet"][k] for k in ("bn_recal_batches", "batch_size")},
         "joint": joint,
+        **({"rep": rep[1]} if rep else {}),
     }
     state_path = checkpoint.json_path or outputs["state"]
     if joint:
-        search_jointly(method, evaluator, joint, budget, state_path, run_key, tracker, params["seed"], checkpoint)
+        search_jointly(method, evaluator, joint, budget, state_path, run_key, tracker, params["seed"], checkpoint, rep)
         write_outputs(outputs, method, space, space_name, method_name, state_path, repeats_free=False)
         tracker.log_artifact(outputs["best"])
         return
@@ -126,6 +128,7 @@ def search_jointly(
     tracker: Tracker,
     seed: int,
     checkpoint: Checkpoint = NO_CHECKPOINT,
+    rep: tuple[object, ...] = (),
 ) -> None:
     """RelativeNAS's joint learning: pair after pair, train both members on copies of the shared
     weights, validate, merge into the supernet, tell; save method, weights and generator after each.
@@ -135,7 +138,7 @@ def search_jointly(
     from nasstudy.training import make_generator, sgd
 
     supernet, space = evaluator.supernet, evaluator.space
-    generator = make_generator(seed, STAGE, "relativenas", "joint")
+    generator = make_generator(seed, STAGE, "relativenas", "joint", *rep)  # rep: utils.replicate_names
     done = resume_joint(state_path, run_key, method, supernet, generator, budget)
     if done:
         print(f"[search] resuming relativenas joint learning after {done} queries", file=sys.stderr)
