@@ -38,11 +38,11 @@ def fmt(v: Any, col: str = "") -> str:
 
 
 def cell(row: dict[str, Any], col: str) -> str:
-    """`mean [ci_low, ci_high]`, or only the mean when there is no interval (one value)."""
+    """`mean [ci_low, ci_high]`, or only the mean when there is no interval (one value) or no spread."""
     mean = row[f"{col}_mean"]
     if mean is None:
         return "—"
-    if row[f"{col}_ci_low"] is None:
+    if row[f"{col}_ci_low"] is None or row[f"{col}_ci_low"] == row[f"{col}_ci_high"]:  # one value, or no spread
         return fmt(mean, col)
     return f"{fmt(mean, col)} [{fmt(row[f'{col}_ci_low'], col)}, {fmt(row[f'{col}_ci_high'], col)}]"
 
