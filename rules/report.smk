@@ -3,6 +3,17 @@ def each(pattern, **extra):
     return expand(pattern, space=SPACES, method=METHODS, rep=REPS, **extra)
 
 
+REPORT_CODE = (
+    "stages/report.py",
+    "report_tables.py",
+    "report_stats.py",
+    "report_claims.py",
+    "report_plots.py",
+    "report_markdown.py",
+    "report_transfer.py",
+)
+
+
 rule report:
     input:
         random_archs=expand(f"{RES}/supernet/{{space}}/random_archs.csv", space=SPACES),
@@ -27,6 +38,13 @@ rule report:
     output:
         summary_csv=report(f"{RES}/report/summary.csv", caption="../workflow/report/summary.rst", category="Summary"),
         summary_md=f"{RES}/report/summary.md",
+        summary_html=report(
+            f"{RES}/report/summary.html", caption="../workflow/report/summary_html.rst", category="Summary"
+        ),
+        summary_json=f"{RES}/report/summary.json",
+        replicates_csv=report(
+            f"{RES}/report/replicates.csv", caption="../workflow/report/replicates.rst", category="Summary"
+        ),
         report_json=f"{RES}/report/report.json",
         pareto_plot=report(f"{RES}/report/pareto.png", caption="../workflow/report/pareto.rst", category="Search"),
         search_plot=report(f"{RES}/report/search.png", caption="../workflow/report/search.rst", category="Search"),
@@ -35,8 +53,16 @@ rule report:
             f"{RES}/report/correlation.png", caption="../workflow/report/correlation.rst", category="Retrain"
         ),
     params:
-        cfg=stage_params(),
-        code=code_hash("stages/report.py", "report_transfer.py"),
+        # Params order of rows and op rows (rules pass no section otherwise: rows came out alphabetically).
+        cfg=stage_params(
+            order={
+                "spaces": SPACES,
+                "methods": METHODS,
+                "evolution": config["evolution"]["methods"],
+                "pool": config["space"]["pool"],
+            }
+        ),
+        code=code_hash(*REPORT_CODE),
     log:
         f"{LOGS}/report.log",
     threads: 1

@@ -43,8 +43,12 @@ def test_dry_run_lists_the_whole_study_and_writes_nothing(tmp_path: Path) -> Non
 
 
 def test_status_reports_pending_jobs(tmp_path: Path) -> None:
+    html = tmp_path / "results" / "default" / "report.html"  # a leftover HTML report: status points to it
+    html.parent.mkdir(parents=True)
+    html.write_text("<html></html>")
     out = subprocess.run([sys.executable, "-m", "nasstudy.cli", "status"], cwd=tmp_path, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "study:   default" in out.stdout
     assert "jobs:    133 pending:" in out.stdout and "search 45" in out.stdout and "ranking 18" in out.stdout
     assert "report:  (not yet made)" in out.stdout
+    assert "html:    results/default/report.html (out of date" in out.stdout

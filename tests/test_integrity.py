@@ -138,8 +138,11 @@ def test_deleted_and_edited_results_are_named_then_rebuilt(study: Path, tmp_path
         if not rel.endswith(("timing.json", ".png")) and not rel.startswith("report/"):
             assert after.get(rel) == before[rel], rel
     assert "99.99" not in (res / "report/report.json").read_text()
+    # after a successful run: the HTML report, its path printed, and `status` points to it
+    assert "nasstudy: report: results/default/report.html" in run.stderr and (res / "report.html").is_file()
     status = nasstudy(project, "status")
     assert "jobs:    all done" in status.stdout and "dvc.lock matches the files" in status.stdout, status.stdout
+    assert "html:    results/default/report.html\n" in status.stdout
 
 
 @pytest.mark.slow

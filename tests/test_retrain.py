@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -85,3 +86,18 @@ def test_arch_cost_matches_the_built_net() -> None:
     flops, n_params = retrain.arch_cost(SPACE, [tuple(o) for o in OPS])
     assert n_params == count_params(build_net(SPACE, OPS, 3))
     assert flops > 0
+
+
+class _Waits(torch.nn.Module):
+    """A forward that mostly waits (as a job does when another process holds the core) and computes a little."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        time.sleep(0.0005)
+        return x * 2
+
+
+def test_cpu_latency_counts_compute_not_waiting() -> None:
+    """Latency is the forward's CPU time on one thread: time spent off the core (here asleep; in a study,
+    waiting while another job runs) does not count. Wall-clock timing gave >= 0.5 ms here."""
+    ms = retrain.cpu_latency_ms(_Waits(), 8, 1)
+    assert 0 < ms < 0.25

@@ -96,6 +96,28 @@ def last_jobs_of(params: Path | None, rules: list[str], extra: list[str]) -> lis
     return last + [r for r in rules if r not in seen]
 
 
+def html_report_path(study: str) -> Path:
+    """Where `nasstudy run` puts the Snakemake HTML report of a study (beside its report/ folder)."""
+    return Path("results") / study / "report.html"
+
+
+def build_html_report(params: Path | None, study: str, verbose: bool = False) -> Path | None:
+    """`snakemake --report` for the finished study: the figures, tables and summary.html with their
+    workflow/report captions in one file. Returns its path, or None (with a warning) if it failed;
+    the study itself stays a success."""
+    path = html_report_path(study)
+    cmd = snakemake_command(params, "1", ["--report", str(path)])
+    if verbose:
+        print("+", " ".join(cmd), file=sys.stderr)
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0 or not path.is_file():
+        detail = (out.stderr.strip() or out.stdout.strip() or f"exit code {out.returncode}").splitlines()[-1]
+        print(f"nasstudy: warning: HTML report not built ({detail}); `snakemake --report {path}` builds it",
+              file=sys.stderr)  # fmt: skip
+        return None
+    return path
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     params = Path(args.params) if args.params else None
     cfg = check_params(params)
@@ -148,6 +170,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if rc != 0:
         for line in run_guard.job_errors(Path("logs") / cfg["study"], started):
             print(f"nasstudy: failed: {line}", file=sys.stderr)
+    elif not args.dry_run and not args.until and Path(f"results/{cfg['study']}/report/summary.md").is_file():
+        if html := build_html_report(params, cfg["study"], args.verbose):
+            print(f"nasstudy: report: {html}", file=sys.stderr)
     return rc
 
 
@@ -196,6 +221,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     report = Path(f"results/{study}/report/summary.md")
     stale = " (out of date: `nasstudy run` updates it)" if pending or altered else ""
     print(f"report:  {report if report.is_file() else '(not yet made)'}{stale if report.is_file() else ''}")
+    if (html := html_report_path(study)).is_file():
+        print(f"html:    {html}{stale}")
     if Path(".dvc").is_dir():
         res = subprocess.run([dvc_executable(), "status", "--quiet"], capture_output=True)
         print(

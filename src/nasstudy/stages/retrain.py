@@ -11,13 +11,13 @@ from __future__ import annotations
 import copy
 import csv
 import io
-import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
+from torch.utils import benchmark
 
 from nasstudy.checkpoint import NO_CHECKPOINT, Checkpoint, capture, restore
 from nasstudy.spaces import make_space
@@ -37,7 +37,7 @@ from nasstudy.utils import atomic_write_bytes, read_json, replicate_names, seed_
 
 STAGE = "retrain"
 CURVE_COLUMNS = ["epoch", "train_loss", "train_acc", "val_acc"]
-LATENCY_WARMUP = 5
+LATENCY_RUN_SECONDS = 0.01  # per `retrain.latency_batches`: 20 -> 0.2 s of forwards, the Timer default
 
 
 @dataclass
@@ -178,17 +178,15 @@ def arch_cost(space_cfg: dict, ops: list[tuple[str, ...]]) -> tuple[int, int]:
 
 @torch.inference_mode()
 def cpu_latency_ms(net: nn.Module, image_size: int, repeats: int) -> float:
-    """Median wall time (ms) of single-image forwards on CPU after a warm-up (allocator, caches)."""
+    """Median time (ms) of one single-image forward on CPU, one thread, from torch.utils.benchmark:
+    blocks of forwards (block size chosen so the timer's overhead is negligible; this also warms up)
+    run for at least `repeats` x 10 ms, and the median over blocks is taken. The clock is the calling
+    thread's CPU time, so another job sharing the cores (which delays this one, but does not make
+    its forward longer) does not inflate the number; docs/report.md says more."""
     model = copy.deepcopy(net).cpu().eval()
     x = torch.zeros(1, 3, image_size, image_size)
-    for _ in range(LATENCY_WARMUP):
-        model(x)
-    times = []
-    for _ in range(max(1, repeats)):
-        t = time.perf_counter()
-        model(x)
-        times.append(time.perf_counter() - t)
-    return 1000.0 * statistics.median(times)
+    timer = benchmark.Timer(stmt="model(x)", globals={"model": model, "x": x}, num_threads=1, timer=time.thread_time)
+    return 1000.0 * timer.blocked_autorange(min_run_time=LATENCY_RUN_SECONDS * max(1, repeats)).median
 
 
 def write_curve(path: str | Path, rows: list[dict]) -> None:
