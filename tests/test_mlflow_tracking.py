@@ -137,7 +137,9 @@ def test_job_runs_are_found_by_plain_tags(cfg: dict, monkeypatch: pytest.MonkeyP
     make_job(cfg, "search", space="initial", method="rea")
     make_job(cfg, "evolve_space", method="nse", gen="1")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mt.local_uri())
-    found = mlflow.search_runs(experiment_names=["nasstudy"], filter_string="tags.space = 'nse' and tags.method = 'rea'")
+    found = mlflow.search_runs(
+        experiment_names=["nasstudy"], filter_string="tags.space = 'nse' and tags.method = 'rea'"
+    )
     assert set(found["run_id"]) == wanted
     retrain = mlflow.search_runs(experiment_names=["nasstudy"], filter_string="tags.rule = 'retrain'")
     assert len(retrain) == 1 and retrain["tags.seed"][0] == "7" and retrain["tags.study"][0] == "unit"
