@@ -12,6 +12,7 @@ import pytest
 from nasstudy import mlflow_tracking as mt
 from nasstudy import pipeline
 from nasstudy.config import load_params
+from nasstudy.tracking import log_cost, log_epoch
 
 
 @pytest.fixture()
@@ -112,3 +113,136 @@ def test_optional_server_falls_back_to_the_local_store(
 def test_local_store_needs_no_probe(cfg: dict) -> None:
     assert mt.check_tracking_server(cfg) == mt.tracking_uri(cfg)
     assert cfg["tracking"]["required"] is True  # the schema's default
+
+
+def make_job(cfg: dict, rule: str, **wildcards: str) -> str:
+    tracker = mt.start_job_run(cfg, rule, wildcards, {"seed": cfg["seed"]}, {})
+    mt.end_job_run(tracker, {}, success=True)
+    return tracker.run_id
+
+
+def test_job_runs_are_found_by_plain_tags(cfg: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tags rule, study, seed and one per wildcard: mlflow.search_runs on a real SQLite store finds exactly
+    the runs of one (space, method), whatever the rule."""
+    import mlflow
+
+    cfg["seed"] = 7
+    mt.ensure_study_run(cfg)
+    wanted = {
+        make_job(cfg, "search", space="nse", method="rea"),
+        make_job(cfg, "retrain", space="nse", method="rea"),
+        make_job(cfg, "transfer", task="detection", space="nse", method="rea"),
+    }
+    make_job(cfg, "search", space="nse", method="random")
+    make_job(cfg, "search", space="initial", method="rea")
+    make_job(cfg, "evolve_space", method="nse", gen="1")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mt.local_uri())
+    found = mlflow.search_runs(
+        experiment_names=["nasstudy"], filter_string="tags.space = 'nse' and tags.method = 'rea'"
+    )
+    assert set(found["run_id"]) == wanted
+    retrain = mlflow.search_runs(experiment_names=["nasstudy"], filter_string="tags.rule = 'retrain'")
+    assert len(retrain) == 1 and retrain["tags.seed"][0] == "7" and retrain["tags.study"][0] == "unit"
+    gen = mlflow.search_runs(experiment_names=["nasstudy"], filter_string="tags.gen = '1' and tags.method = 'nse'")
+    assert list(gen["tags.rule"]) == ["evolve_space"]
+
+
+def test_a_wildcard_cannot_hide_the_base_tags() -> None:
+    tags = mt.query_tags({"study": "s", "seed": 3}, "search", {"seed": "2", "space": "nse"}, {"seed": 3})
+    assert tags == {"rule": "search", "study": "s", "seed": "3", "wildcard.seed": "2", "space": "nse"}
+
+
+def test_metrics_reach_the_store_while_the_job_runs(cfg: dict) -> None:
+    """Within tracking.flush_seconds, a second client reads a running job's metric history."""
+    from mlflow.tracking import MlflowClient
+
+    cfg["tracking"]["flush_seconds"] = 0.5
+    mt.ensure_study_run(cfg)
+    tracker = mt.start_job_run(cfg, "retrain", {"space": "nse", "method": "rea"}, {"seed": 0}, {})
+    other = MlflowClient(tracking_uri=mt.local_uri())
+    for epoch in (1, 2):
+        tracker.log_metrics({"train_loss": 1.0 / epoch, "val_acc": 30.0 + epoch}, step=epoch)
+        start, history = time.monotonic(), []
+        while time.monotonic() - start < 10 and len(history) < epoch:
+            time.sleep(0.1)
+            history = other.get_metric_history(tracker.run_id, "val_acc")
+        assert [(m.step, m.value) for m in history] == [(s, 30.0 + s) for s in range(1, epoch + 1)]
+        assert time.monotonic() - start < 0.5 + 2.0  # the flush interval, plus slack for a busy machine
+    assert other.get_run(tracker.run_id).data.params["seed"] == "0"  # params go with the first flush
+    assert other.get_run(tracker.run_id).info.status == "RUNNING"
+    mt.end_job_run(tracker, {}, success=True)
+    assert [m.step for m in other.get_metric_history(tracker.run_id, "train_loss")] == [1, 2]
+
+
+def test_metrics_kept_when_a_write_fails(cfg: dict) -> None:
+    """A failed batch write (here: the run is deleted meanwhile) keeps the metrics buffered, in order,
+    for the next flush."""
+    from mlflow.exceptions import MlflowException
+
+    mt.ensure_study_run(cfg)
+    tracker = mt.start_job_run(cfg, "report", {}, {}, {})
+    tracker.log_metric("a", 1.0, step=1)
+    tracker.client.delete_run(tracker.run_id)
+    with pytest.raises(MlflowException):
+        tracker.flush_buffered()
+    tracker.client.restore_run(tracker.run_id)
+    tracker.log_metric("a", 2.0, step=2)
+    mt.end_job_run(tracker, {}, success=True)
+    history = mt.client_for(cfg).get_metric_history(tracker.run_id, "a")
+    assert sorted((m.step, m.value) for m in history) == [(1, 1.0), (2, 2.0)]
+
+
+def test_log_epoch_and_log_cost(cfg: dict, capsys: pytest.CaptureFixture) -> None:
+    """One job-log line per epoch; an arch's flops and params as metrics (filterable numbers)."""
+    mt.ensure_study_run(cfg)
+    tracker = mt.start_job_run(cfg, "retrain", {"space": "nse", "method": "rea"}, {}, {})
+    log_epoch(tracker, "retrain", 2, 4, {"train_loss": 0.81234, "val_acc": 61.25})
+    log_epoch(tracker, "warmup", 1, 3, {"train_loss": 1.5}, step=0)
+    log_cost(tracker, {"flops": 2_500_000, "params": 41_000, "arch": "x"})
+    mt.end_job_run(tracker, {}, success=True)
+    lines = capsys.readouterr().out.splitlines()
+    assert "[nasstudy] retrain epoch 2/4 train_loss=0.8123 val_acc=61.25" in lines
+    assert "[nasstudy] warmup epoch 1/3 train_loss=1.5" in lines
+    client = mt.client_for(cfg)
+    history = client.get_metric_history(tracker.run_id, "train_loss")
+    assert sorted((m.step, m.value) for m in history) == [(0, 1.5), (2, 0.81234)]
+    run = client.get_run(tracker.run_id)
+    assert run.data.metrics["flops"] == 2_500_000 and run.data.metrics["params"] == 41_000
+    found = client.search_runs([run.info.experiment_id], filter_string="metrics.flops < 3000000")
+    assert [r.info.run_id for r in found] == [tracker.run_id]
+
+
+def test_parent_run_records_each_params_version(cfg: dict) -> None:
+    """A rerun with changed params: the parent's tags params.<key> hold the new values, its hash tag
+    changes and params/<hash>.yaml keeps each version; the immutable MLflow params keep the first."""
+    import yaml
+
+    first = mt.ensure_study_run(cfg)
+    client = mt.client_for(cfg)
+    tags = client.get_run(first).data.tags
+    old_hash = tags[mt.PARAMS_HASH_TAG]
+    assert tags["params.search.budget"] == "50" and tags["study"] == "unit"
+    assert mt.ensure_study_run(cfg) == first  # unchanged params: nothing new
+    assert [a.path for a in client.list_artifacts(first, "params")] == [f"params/{old_hash}.yaml"]
+
+    cfg["search"]["budget"] = 60
+    cfg["retrain"]["latency_batches"] = 5
+    assert mt.ensure_study_run(cfg) == first
+    run = client.get_run(first)
+    new_hash = run.data.tags[mt.PARAMS_HASH_TAG]
+    assert new_hash != old_hash and new_hash == mt.params_hash(cfg)
+    assert run.data.tags["params.search.budget"] == "60" and run.data.tags["params.retrain.latency_batches"] == "5"
+    assert run.data.params["search.budget"] == "50"  # MLflow params are immutable
+    paths = sorted(a.path for a in client.list_artifacts(first, "params"))
+    assert paths == sorted([f"params/{old_hash}.yaml", f"params/{new_hash}.yaml"])
+    saved = yaml.safe_load(Path(client.download_artifacts(first, f"params/{new_hash}.yaml")).read_text())
+    assert saved["search"]["budget"] == 60
+
+    del cfg["retrain"]["latency_batches"]  # a key that went away loses its tag
+    mt.ensure_study_run(cfg)
+    assert "params.retrain.latency_batches" not in client.get_run(first).data.tags
+
+
+def test_params_hash_ignores_key_order() -> None:
+    assert mt.params_hash({"a": 1, "b": {"c": [1, 2]}}) == mt.params_hash({"b": {"c": [1, 2]}, "a": 1})
+    assert mt.params_hash({"a": 1}) != mt.params_hash({"a": 2})

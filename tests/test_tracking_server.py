@@ -4,6 +4,7 @@ and a study whose server does not answer stops before any job runs."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -53,6 +54,13 @@ def test_tiny_study_logs_to_a_real_tracking_server(server: str, tmp_path: Path) 
         assert r.info.status == "FINISHED" and r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
     prep = next(r for r in children if r.data.tags["nasstudy.rule"] == "prepare_data")
     assert {a.path for a in client.list_artifacts(prep.info.run_id)} >= {"summary.json", "preview.png"}
+    # Queryable by plain tags; costs as metrics; one job-log line per epoch.
+    found = client.search_runs([exp.experiment_id], filter_string="tags.space = 'nse' and tags.method = 'random'")
+    assert sorted(r.data.tags["rule"] for r in found) == ["retrain", "search"]
+    assert all(r.data.tags["seed"] == "3" and r.data.tags["study"] == "default" for r in found)
+    assert all(r.data.metrics["flops"] > 0 and r.data.metrics["params"] > 0 for r in found)
+    log = (project / "logs" / "default" / "retrain" / "nse" / "random.log").read_text()
+    assert re.search(r"^\[nasstudy\] retrain epoch 1/1 train_loss=\S+ train_acc=\S+ val_acc=\S+$", log, re.M), log
 
     shown = subprocess.run(
         [BIN / "nasstudy", "lineage", "--params", str(params), "results/default/retrain/nse/random/rep0/model.pt"],

@@ -3,7 +3,13 @@
 Per DESIGN.md §4: default store `sqlite:///mlflow.db` in the project folder, `MLFLOW_TRACKING_URI`
 or params `tracking.uri` point elsewhere. The parent run is created serially in Snakemake's
 `onstart` (parallel first use of SQLite races); jobs find it by its tags. A job buffers its
-metrics and logs them in batches at the end, so parallel jobs hold the SQLite lock briefly.
+metrics and a background thread writes them in batches every `tracking.flush_seconds` (and at the
+end), so a job running for hours shows its epochs while parallel jobs hold the SQLite lock briefly.
+
+Runs are queryable by plain tags: a job's `rule`, `study`, `seed` and one tag per wildcard
+(`space`, `method`, `task`, `gen`, ...), e.g. `tags.space = 'nse' and tags.method = 'rea'`. The
+parent's current params are tags `params.<key>` (MLflow params are immutable: they keep the first
+run's values), with `nasstudy.params_hash` and one artifact `params/<hash>.yaml` per params version.
 
 A tracking server (`http(s)://` URI) is probed before any job runs: when it does not answer, the
 study stops with one line naming the URI, or, with params `tracking.required: false`, warns and
@@ -19,6 +25,8 @@ import os
 import sqlite3
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +40,9 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 STUDY_TAG = "nasstudy.study"
 ROLE_TAG = "nasstudy.role"
+PARAMS_HASH_TAG = "nasstudy.params_hash"
+PARAMS_TAG_PREFIX = "params."  # the parent's current params: tags params.<key>
+DEFAULT_FLUSH_SECONDS = 10.0
 T = TypeVar("T")
 
 
@@ -184,17 +195,50 @@ def ensure_study_run(config: dict) -> str:
     exp_id = experiment_id(client, config["tracking"]["experiment"])
     run = find_study_run(client, exp_id, config["study"])
     if run is None:
-        tags = {STUDY_TAG: config["study"], ROLE_TAG: "study", "mlflow.runName": f"study:{config['study']}"}
+        tags = {
+            STUDY_TAG: config["study"], ROLE_TAG: "study", "study": config["study"],
+            "mlflow.runName": f"study:{config['study']}",
+        }  # fmt: skip
         run = retry(lambda: client.create_run(exp_id, tags=tags, run_name=f"study:{config['study']}"))
         try:
             log_params(client, run.info.run_id, flatten(config))
+            record_params_version(client, run.info.run_id, config, {})
         except BaseException:  # a start that fails must not leave the parent run RUNNING
             with contextlib.suppress(Exception):
                 client.set_terminated(run.info.run_id, "FAILED")
             raise
     else:
         retry(lambda: client.update_run(run.info.run_id, status="RUNNING"))
+        record_params_version(client, run.info.run_id, config, run.data.tags)
     return run.info.run_id
+
+
+def params_hash(config: dict) -> str:
+    """16 hex digits that change whenever any params value does (keys in any order)."""
+    flat = {k: param_text(v) for k, v in flatten(config).items()}
+    return hashlib.sha256(json.dumps(flat, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def record_params_version(client, run_id: str, config: dict, tags: dict[str, str]) -> bool:
+    """Make the parent run's tags `params.<key>` hold `config`'s current values when they changed since
+    the last start (its `nasstudy.params_hash` differs), and keep this version as artifact
+    params/<hash>.yaml; MLflow params cannot be changed, so they keep the first run's values.
+    Returns whether a new version was recorded."""
+    import yaml
+
+    digest = params_hash(config)
+    if tags.get(PARAMS_HASH_TAG) == digest:
+        return False
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"{digest}.yaml"
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        retry(lambda: client.log_artifact(run_id, str(path), artifact_path="params"))
+    current = {PARAMS_TAG_PREFIX + k: param_text(v) for k, v in flatten(config).items()}
+    for stale in sorted(k for k in tags if k.startswith(PARAMS_TAG_PREFIX) and k not in current):
+        retry(lambda k=stale: client.delete_tag(run_id, k))  # a key the new params no longer have
+    set_tags(client, run_id, current)
+    set_tags(client, run_id, {PARAMS_HASH_TAG: digest})  # last: a start that fails here records again
+    return True
 
 
 def finish_study_run(config: dict, success: bool) -> None:
@@ -217,10 +261,15 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def param_text(value: Any) -> str:
+    """How a params value is stored in MLflow: strings as they are, anything else as JSON."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
 def log_params(client, run_id: str, params: dict[str, Any]) -> None:
     from mlflow.entities import Param
 
-    items = [Param(k, json.dumps(v) if not isinstance(v, str) else v) for k, v in sorted(params.items())]
+    items = [Param(k, param_text(v)) for k, v in sorted(params.items())]
     for i in range(0, len(items), 100):
         retry(lambda chunk=items[i : i + 100]: client.log_batch(run_id, params=chunk))
 
@@ -258,21 +307,30 @@ def file_tags(kind: str, files: dict[str, list[Path]]) -> dict[str, str]:
 
 
 class MlflowTracker:
-    """A Tracker that buffers metrics and writes them in batches to one MLflow run."""
+    """A Tracker that buffers params and metrics and writes them in batches to one MLflow run: every
+    `flush_seconds` from a background thread (so a long job's epochs show while it runs), and at close().
+    Artifacts are uploaded at close()."""
 
-    def __init__(self, client, run_id: str) -> None:
-        self.client, self.run_id = client, run_id
+    def __init__(self, client, run_id: str, flush_seconds: float = DEFAULT_FLUSH_SECONDS) -> None:
+        self.client, self.run_id, self.flush_seconds = client, run_id, float(flush_seconds)
         self.params: dict[str, Any] = {}
         self.metrics: list = []
         self.artifacts: list[Path] = []
+        self._buffer = threading.Lock()  # guards params and metrics
+        self._writing = threading.Lock()  # one batch write at a time, in logging order
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._flush_loop, name="mlflow-flush", daemon=True)
+        self._thread.start()
 
     def log_params(self, params: dict) -> None:
-        self.params.update(flatten(params))
+        with self._buffer:
+            self.params.update(flatten(params))
 
     def log_metric(self, key: str, value: float, step: int | None = None) -> None:
         from mlflow.entities import Metric
 
-        self.metrics.append(Metric(key, float(value), int(time.time() * 1000), int(step or 0)))
+        with self._buffer:
+            self.metrics.append(Metric(key, float(value), int(time.time() * 1000), int(step or 0)))
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         for k, v in metrics.items():
@@ -281,13 +339,39 @@ class MlflowTracker:
     def log_artifact(self, path: str | Path) -> None:
         self.artifacts.append(Path(path))
 
-    def flush(self) -> None:
-        if self.params:
-            log_params(self.client, self.run_id, self.params)
-            self.params = {}
-        for i in range(0, len(self.metrics), 1000):
-            retry(lambda chunk=self.metrics[i : i + 1000]: self.client.log_batch(self.run_id, metrics=chunk))
-        self.metrics = []
+    def _flush_loop(self) -> None:
+        warned = False
+        while not self._stop.wait(self.flush_seconds):
+            try:
+                self.flush_buffered()
+            except Exception as e:  # noqa: BLE001 - a store hiccup must not stop training; close() writes again
+                if not warned:
+                    print(f"warning: MLflow metrics not written yet ({type(e).__name__}); retrying", file=sys.stderr)
+                    warned = True
+
+    def flush_buffered(self) -> None:
+        """Write the buffered params and metrics now; on a failure they stay buffered for the next try."""
+        with self._writing:
+            with self._buffer:
+                params, metrics = self.params, self.metrics
+                self.params, self.metrics = {}, []
+            try:
+                if params:
+                    log_params(self.client, self.run_id, params)
+                    params = {}
+                while metrics:  # MLflow takes at most 1000 metrics per batch
+                    retry(lambda chunk=metrics[:1000]: self.client.log_batch(self.run_id, metrics=chunk))
+                    metrics = metrics[1000:]
+            except BaseException:
+                with self._buffer:
+                    self.params, self.metrics = {**params, **self.params}, metrics + self.metrics
+                raise
+
+    def close(self) -> None:
+        """Stop the background writer, then write everything left, artifacts included."""
+        self._stop.set()
+        self._thread.join()
+        self.flush_buffered()
         for p in self.artifacts:
             if p.is_file():
                 retry(lambda p=p: self.client.log_artifact(self.run_id, str(p)))
@@ -311,20 +395,30 @@ def start_job_run(
         ROLE_TAG: "job",
         "nasstudy.rule": rule,
         "nasstudy.wildcards": json.dumps(wildcards, sort_keys=True),
-        "nasstudy.params_hash": hashlib.sha256(params_json.encode()).hexdigest()[:16],
+        PARAMS_HASH_TAG: hashlib.sha256(params_json.encode()).hexdigest()[:16],
         **git_state(),
         **file_tags("input", inputs),
+        **query_tags(config, rule, wildcards, params),
     }
     if parent is not None:
         tags[MLFLOW_PARENT_RUN_ID] = parent.info.run_id
     run = retry(lambda: client.create_run(exp_id, tags=tags, run_name=name))
-    tracker = MlflowTracker(client, run.info.run_id)
+    flush_seconds = (config.get("tracking") or {}).get("flush_seconds", DEFAULT_FLUSH_SECONDS)
+    tracker = MlflowTracker(client, run.info.run_id, flush_seconds)
     tracker.log_params(params)
     return tracker
 
 
+def query_tags(config: dict, rule: str, wildcards: dict[str, str], params: dict) -> dict[str, str]:
+    """Plain tags to search runs by: `rule`, `study`, `seed` (the job's) and one per wildcard
+    (`space`, `method`, `task`, `gen`, `rep`, ...). A wildcard named like one of the first three
+    becomes `wildcard.<name>` so that it cannot hide them."""
+    base = {"rule": rule, "study": str(config["study"]), "seed": str(params.get("seed", config.get("seed")))}
+    return {**{k if k not in base else f"wildcard.{k}": str(v) for k, v in wildcards.items()}, **base}
+
+
 def end_job_run(tracker: MlflowTracker, outputs: dict[str, list[Path]], success: bool) -> None:
-    tracker.flush()
+    tracker.close()
     if success:
         set_tags(tracker.client, tracker.run_id, file_tags("output", outputs))
     retry(lambda: tracker.client.set_terminated(tracker.run_id, "FINISHED" if success else "FAILED"))

@@ -29,7 +29,7 @@ from nasstudy.evolution.autospace_ops import AutoSpaceConfig, evolve_position, s
 from nasstudy.evolution.nse import resume_round, weight_training
 from nasstudy.spaces.mobile import MobileSpace, Supernet, position_shapes
 from nasstudy.spaces.mobile_ops import check_op, position_cost
-from nasstudy.tracking import Tracker
+from nasstudy.tracking import Tracker, log_epoch
 from nasstudy.training import ClsData, MixedPrecision, finite_loss, iterate_batches, recal_subset, score_arch
 
 __all__ = ["AutoSpaceConfig", "AutoSpaceResult", "FlopsModel", "autospace_round", "budget_penalty", "references"]
@@ -249,7 +249,7 @@ def autospace_round(
                 "expected_flops": float(flops.expected(w)),
                 "members_used": len(used),
             }
-        tracker.log_metrics(row, step=epoch)
+        log_epoch(tracker, desc, epoch + 1, cfg.epochs, row, step=epoch)
         epochs.append(row)
         extra = {"picks": torch.as_tensor(picks), "epochs": epochs, "step": step}
         checkpoint.save({**capture(**parts), **extra}, f"epoch {epoch + 1}/{cfg.epochs}")

@@ -62,7 +62,7 @@ from nasstudy.evolution.nse_front import (
 )
 from nasstudy.spaces.mobile import MobileSpace, Supernet, position_shapes
 from nasstudy.spaces.mobile_ops import global_pool, position_cost
-from nasstudy.tracking import Tracker
+from nasstudy.tracking import Tracker, log_epoch
 from nasstudy.training import (
     BatchCycle,
     ClsData,
@@ -302,7 +302,7 @@ def nse_round(
             "expected_flops": expected,
             "alive_ops": int(alive.sum()),
         }
-        tracker.log_metrics(row, step=epoch)
+        log_epoch(tracker, desc, epoch + 1, cfg.epochs, row, step=epoch)
         epochs.append(row)
         extra = {"alive": torch.as_tensor(alive), "drops": drops, "epochs": epochs, "step": step}
         checkpoint.save({**capture(**parts), **extra}, f"epoch {epoch + 1}/{cfg.epochs}")

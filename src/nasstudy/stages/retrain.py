@@ -22,7 +22,7 @@ from torch.utils import benchmark
 from nasstudy.checkpoint import NO_CHECKPOINT, Checkpoint, capture, restore
 from nasstudy.spaces import make_space
 from nasstudy.spaces.mobile import build_net
-from nasstudy.tracking import Tracker
+from nasstudy.tracking import Tracker, log_cost, log_epoch
 from nasstudy.training import (
     MixedPrecision,
     evaluate,
@@ -91,6 +91,7 @@ def train_arch(
     num_classes = int(space_cfg["num_classes"])
     flops, n_params = arch_cost(space_cfg, ops)
     tracker.log_params({"arch": arch, "flops": flops, "params": n_params})
+    log_cost(tracker, {"flops": flops, "params": n_params})
 
     train = load_cls(inputs["cls_train"], device, channels_last)
     val = load_cls(inputs["cls_val"], device, channels_last)
@@ -118,7 +119,7 @@ def train_arch(
         val_acc, _ = evaluate(net, val)
         row = {"epoch": epoch, "train_loss": round(loss, 6), "train_acc": round(acc, 4), "val_acc": round(val_acc, 4)}
         curve.append(row)
-        tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
+        log_epoch(tracker, "retrain", epoch, epochs, {k: v for k, v in row.items() if k != "epoch"})
         state = capture(net=net, optimizer=optimizer, scheduler=scheduler, batch_gen=batch_gen, precision=precision)
         checkpoint.save({**state, "curve": curve}, f"epoch {epoch}/{epochs}")
     train_seconds = time.perf_counter() - start

@@ -28,7 +28,7 @@ from nasstudy.checkpoint import NO_CHECKPOINT, Checkpoint
 from nasstudy.evaluators import Evaluator, SupernetEvaluator
 from nasstudy.methods import SearchMethod, make_method
 from nasstudy.spaces.mobile import MobileSpace
-from nasstudy.tracking import Tracker
+from nasstudy.tracking import Tracker, log_cost
 from nasstudy.utils import atomic_write_bytes, file_md5, make_rng, read_json, replicate_names, seed_torch, write_json
 
 STAGE = "search"
@@ -85,6 +85,7 @@ def run(
         search_jointly(method, evaluator, joint, budget, state_path, run_key, tracker, params["seed"], checkpoint, rep)
         write_outputs(outputs, method, space, space_name, method_name, state_path, repeats_free=False)
         tracker.log_artifact(outputs["best"])
+        log_cost(tracker, read_json(outputs["best"]))
         return
     resumed = resume(state_path, run_key, method, evaluator, budget)
     if resumed:
@@ -116,6 +117,7 @@ def run(
 
     write_outputs(outputs, method, space, space_name, method_name, state_path)
     tracker.log_artifact(outputs["best"])
+    log_cost(tracker, read_json(outputs["best"]))
 
 
 def search_jointly(

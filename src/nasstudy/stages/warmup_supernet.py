@@ -19,7 +19,7 @@ from tqdm import tqdm
 from nasstudy.checkpoint import NO_CHECKPOINT, Checkpoint, capture, restore
 from nasstudy.spaces import make_space
 from nasstudy.spaces.mobile import Supernet
-from nasstudy.tracking import Tracker
+from nasstudy.tracking import Tracker, log_epoch
 from nasstudy.training import (
     MixedPrecision,
     load_cls,
@@ -108,7 +108,7 @@ def run(
         )
         history["train_loss"].append(round(loss, 6))
         history["train_acc"].append(round(acc, 4))
-        tracker.log_metrics({"train_loss": loss, "train_acc": acc}, step=epoch)
+        log_epoch(tracker, "warmup", epoch + 1, epochs, {"train_loss": loss, "train_acc": acc}, step=epoch)
         epoch_done = epoch + 1
         if epoch_done == epochs:  # the trained weights, before BN recalibration changes their statistics
             trained = {k: v.clone() for k, v in supernet.state_dict().items()}

@@ -22,6 +22,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from tqdm import tqdm
 
 from nasstudy.checkpoint import NO_CHECKPOINT, Checkpoint, capture, restore
+from nasstudy.tracking import log_epoch
 from nasstudy.training import MixedPrecision, finite_loss
 from nasstudy.transfer.backbone import (
     EXAMPLES,
@@ -158,7 +159,7 @@ def train_detector(
                 sums[k] = sums.get(k, 0.0) + float(v.detach())
             sums["loss"] = sums.get("loss", 0.0) + finite_loss(loss, f"detection epoch {epoch}/{epochs}")
         means = {f"train_{k}": v / len(batches) for k, v in sums.items()}
-        tracker.log_metrics(means, step=epoch)
+        log_epoch(tracker, "detection", epoch, epochs, means)
         losses.append(means["train_loss"])
         checkpoint.save(
             {**capture(model=model, opt=opt, sched=sched, rng=rng, precision=precision), "losses": losses},

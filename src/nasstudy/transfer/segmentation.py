@@ -22,6 +22,7 @@ from torchvision.models.segmentation.lraspp import LRASPPHead
 from tqdm import tqdm
 
 from nasstudy.checkpoint import NO_CHECKPOINT, Checkpoint, capture, restore
+from nasstudy.tracking import log_epoch
 from nasstudy.training import MixedPrecision, finite_loss
 from nasstudy.transfer.backbone import (
     EXAMPLES,
@@ -139,7 +140,7 @@ def train_segmenter(
             sched.step()
             total += finite_loss(loss, f"segmentation epoch {epoch}/{epochs}")
         losses.append(total / len(batches))
-        tracker.log_metrics({"train_loss": losses[-1]}, step=epoch)
+        log_epoch(tracker, "segmentation", epoch, epochs, {"train_loss": losses[-1]})
         checkpoint.save(
             {**capture(model=model, opt=opt, sched=sched, rng=rng, precision=precision), "losses": losses},
             f"epoch {epoch}/{epochs}",
