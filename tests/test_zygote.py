@@ -22,9 +22,11 @@ TESTS = Path(__file__).parent
 
 @pytest.fixture
 def server(monkeypatch: pytest.MonkeyPatch) -> subprocess.Popen:
-    """A fork server started as Snakemake's onstart does, with tests/ importable (zygote_jobs)."""
+    """A fork server started as Snakemake's onstart does, with tests/ importable (zygote_jobs); it
+    preloads only torch (what the test jobs use: seconds instead of the study's ten)."""
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])))
     monkeypatch.delenv(zygote.ENV_SWITCH, raising=False)
+    monkeypatch.setenv(zygote.ENV_PRELOAD, "torch,nasstudy.utils")
     assert zygote.start(threads=1) is not None
     proc = zygote._server
     yield proc
@@ -56,11 +58,18 @@ def test_a_forked_job_sees_and_writes_what_a_fresh_process_does(server: subproce
     a = finish(job("describe", str(forked), tmp_path, ZYGOTE_TEST_VALUE="only in the job's env"))
     b = finish(job("describe", str(fresh), tmp_path, ZYGOTE_TEST_VALUE="only in the job's env", NASSTUDY_ZYGOTE="0"))
     assert a.returncode == b.returncode == 0, a.stderr + b.stderr
-    one, two = json.loads(forked.read_text()), json.loads(fresh.read_text())
-    assert one.pop("ppid") == server.pid, "the job did not run in a forked worker"
+    again = tmp_path / "again.json"
+    assert finish(job("describe", str(again), tmp_path)).returncode == 0
+    one, two, three = (json.loads(f.read_text()) for f in (forked, fresh, again))
+    assert one.pop("ppid") == server.pid == three["ppid"], "the job did not run in a forked worker"
     assert two.pop("ppid") != server.pid
     assert one.pop("pid") != two.pop("pid")
-    assert one == two
+    # torch's default generator is seeded at random in a new process: in each worker too, not shared
+    assert one["torch_initial_seed"] != three["torch_initial_seed"]
+    assert one["torch_default_draw"] != three["torch_default_draw"]
+    for d in (one, two):
+        del d["torch_initial_seed"], d["torch_default_draw"]
+    assert one == two  # folder, environment, argv, threads, seeded draws
     assert one["value"] == "only in the job's env" and one["cwd"] == str(tmp_path)
     # the worker writes to the job's own stdout and stderr
     assert a.stdout == b.stdout == "job stdout line\n"
@@ -109,6 +118,7 @@ def test_stopping_the_server_waits_for_its_running_jobs(server: subprocess.Popen
 def test_the_server_does_not_outlive_its_parent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Snakemake SIGKILLed (the OOM killer): its fork server ends too."""
     monkeypatch.delenv(zygote.ENV_SWITCH, raising=False)
+    monkeypatch.setenv(zygote.ENV_PRELOAD, "")
     code = "import time; from nasstudy import zygote; print(zygote.start(), flush=True); time.sleep(120)"
     parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
@@ -123,9 +133,16 @@ def test_the_server_does_not_outlive_its_parent(tmp_path: Path, monkeypatch: pyt
         parent.kill()
 
 
-def test_the_server_forks_from_a_single_thread(server: subprocess.Popen, tmp_path: Path) -> None:
-    """fork() copies only the calling thread: a server with more threads (torch's pool, MLflow's) could
-    hand its workers held locks. After its imports it must still be one thread."""
+@pytest.mark.slow
+def test_the_server_forks_from_a_single_thread(
+    server: subprocess.Popen, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """fork() copies only the calling thread: a server with more threads (torch's pool, pyarrow's
+    jemalloc thread) could hand its workers held locks. After the study's imports: one thread."""
+    zygote.stop()
+    monkeypatch.delenv(zygote.ENV_PRELOAD)
+    zygote.start(threads=1)
+    server = zygote._server
     assert finish(job("describe", str(tmp_path / "x.json"), tmp_path)).returncode == 0  # imports done
     assert psutil.Process(server.pid).num_threads() == 1
 

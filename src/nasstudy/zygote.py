@@ -41,6 +41,7 @@ from pathlib import Path
 ENV_SWITCH = "NASSTUDY_ZYGOTE"  # "0": never use a fork server
 ENV_SOCKET = "NASSTUDY_ZYGOTE_SOCKET"  # where the running study's server listens (set by `start`)
 ENV_FORKED = "NASSTUDY_FORKED_FROM"  # in a worker: the server's pid
+ENV_PRELOAD = "NASSTUDY_ZYGOTE_PRELOAD"  # modules the server imports, when not PRELOAD + the stages
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # What the server imports before it forks: what every job would otherwise import itself.
 PRELOAD = (
@@ -85,12 +86,17 @@ def start(threads: int = 1, workflow: object | None = None, wait_s: float = 10.0
     off or did not come up (the jobs then run by themselves). The socket exists as soon as the server
     listens; it accepts once its imports are done, so jobs queue meanwhile instead of failing."""
     global _server
-    if _server is not None or not enabled(workflow):
-        return os.environ.get(ENV_SOCKET) if _server is not None else None
+    if _server is not None:
+        return os.environ.get(ENV_SOCKET)
+    os.environ.pop(ENV_SOCKET, None)  # never hand this run's jobs to a server inherited from elsewhere
+    if not enabled(workflow):
+        return None
     path = str(Path(tempfile.mkdtemp(prefix="nasstudy-zygote-")) / "socket")  # short: AF_UNIX has ~100 chars
     env = dict(os.environ)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         env[var] = str(threads)  # what Snakemake gives each job: torch reads them when imported
+    # pyarrow's (imported by MLflow) jemalloc starts a background thread: fork only from one thread
+    env.setdefault("JE_ARROW_MALLOC_CONF", "background_thread:false")
     log = Path(path).with_name("server.log")
     with open(log, "wb") as out:
         proc = subprocess.Popen(
@@ -100,11 +106,11 @@ def start(threads: int = 1, workflow: object | None = None, wait_s: float = 10.0
     deadline = time.monotonic() + wait_s
     while not os.path.exists(path):
         if proc.poll() is not None or time.monotonic() > deadline:
-            with contextlib.suppress(OSError):
-                tail = log.read_text(errors="replace").strip().splitlines()[-1:]
+            stop_process(proc)
+            tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.is_file() else []
             print(f"nasstudy: fork server did not start ({' '.join(tail) or 'no answer'}); jobs start on their own",
                   file=sys.stderr)  # fmt: skip
-            stop_process(proc)
+            remove_folder(path)
             return None
         time.sleep(0.01)
     _server = proc
@@ -121,11 +127,16 @@ def stop(wait_s: float = 600.0) -> None:
     if proc is not None:
         stop_process(proc, wait_s)
     if path:
-        folder = Path(path).parent
-        for f in (Path(path), folder / "server.log"):
-            f.unlink(missing_ok=True)
-        with contextlib.suppress(OSError):
-            folder.rmdir()
+        remove_folder(path)
+
+
+def remove_folder(path: str) -> None:
+    """The socket's folder (from `start`): the socket, the server's log, the folder."""
+    folder = Path(path).parent
+    for f in (Path(path), folder / "server.log"):
+        f.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        folder.rmdir()
 
 
 def stop_process(proc: subprocess.Popen, wait_s: float = 600.0) -> None:
@@ -178,8 +189,7 @@ def delegate(job: object, path: str, call: str = RUN_JOB) -> int | None:
         else:
             pending.append(signum)
 
-    for s in STOP_SIGNALS:
-        signal.signal(s, forward)
+    previous = {s: signal.signal(s, forward) for s in STOP_SIGNALS}
     payload = pickle.dumps(
         {"cwd": os.getcwd(), "env": dict(os.environ), "argv": list(sys.argv), "call": call, "job": pickle.dumps(job)}
     )
@@ -189,8 +199,12 @@ def delegate(job: object, path: str, call: str = RUN_JOB) -> int | None:
         socket.send_fds(sock, [struct.pack("!Q", len(payload))], [1, 2])
         sock.sendall(payload)
         pid = struct.unpack("!q", recv_exactly(sock, 8))[0]
-    except (OSError, EOFError):
-        return None  # the server went away before it forked: run here
+    except (OSError, EOFError):  # the server went away before it forked (it is stopping): run here
+        if pending:
+            return 128 + pending[0]  # ... unless this job was told to stop meanwhile
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        return None
     worker.append(pid)
     for signum in pending:
         with contextlib.suppress(ProcessLookupError):
@@ -220,9 +234,13 @@ def recv_exactly(sock: socket.socket, n: int) -> bytes:
 
 
 def preload() -> list[str]:
-    """Import what the jobs need; the modules that failed (a job then imports them and says why)."""
+    """Import what the jobs need ($NASSTUDY_ZYGOTE_PRELOAD, comma-separated, replaces the list: tests);
+    the modules that failed (a job then imports them itself and says why)."""
+    names = [*PRELOAD, *(f"nasstudy.stages.{s}" for s in STAGES)]
+    if os.environ.get(ENV_PRELOAD) is not None:
+        names = [n.strip() for n in os.environ[ENV_PRELOAD].split(",") if n.strip()]
     failed = []
-    for name in (*PRELOAD, *(f"nasstudy.stages.{s}" for s in STAGES)):
+    for name in names:
         try:
             importlib.import_module(name)
         except Exception as e:  # noqa: BLE001 - an optional module missing must not stop the server
@@ -341,10 +359,10 @@ def become(request: dict) -> None:
     sys.argv = list(request["argv"])
     tempfile.tempdir = None  # re-read TMPDIR from the job's environment
     random.seed()
-    with contextlib.suppress(ImportError):
-        import numpy as np
-
-        np.random.seed()  # legacy global state: a fresh process seeds it from the OS too
+    if "numpy" in sys.modules:
+        sys.modules["numpy"].random.seed()  # legacy global state: a fresh process seeds it from the OS too
+    if "torch" in sys.modules:
+        sys.modules["torch"].seed()  # the default generator: as random as a new process's, not the server's
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -358,10 +376,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         serve(args[0], int(args[1]))
     finally:  # its folder too (start() made it), also when Snakemake died without stop()
-        folder = Path(args[0]).parent
-        Path(folder / "server.log").unlink(missing_ok=True)
-        with contextlib.suppress(OSError):
-            folder.rmdir()
+        remove_folder(args[0])
 
 
 if __name__ == "__main__":
