@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from e2e import BIN, make_project
 
@@ -67,6 +68,32 @@ def test_live_runs_are_found_without_reading_proc(tmp_path: Path, monkeypatch: p
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+def test_stop_reaches_snakemake_although_a_child_has_just_ended(tmp_path: Path) -> None:
+    """A child that ended and is not yet reaped (a zombie: psutil cannot read its command line; the
+    fork server's workers end all the time) made stop_snakemake return without signalling Snakemake."""
+    marker = tmp_path / "stopped"
+    code = (
+        "import signal, subprocess, sys, time\n"
+        f"signal.signal(signal.SIGTERM, lambda *a: (open({str(marker)!r}, 'w').write('x'), sys.exit(0)))\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'pass'])\n"  # never waited for: a zombie
+        "print('ready', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout.readline().strip() == "ready"
+        deadline = time.time() + 10
+        while not any(c.status() == psutil.STATUS_ZOMBIE for c in psutil.Process(parent.pid).children()):
+            assert time.time() < deadline
+            time.sleep(0.05)
+        run_guard.stop_snakemake(parent.pid)
+        parent.wait(timeout=10)
+        assert marker.read_text() == "x", "Snakemake was not sent SIGTERM"
+    finally:
+        parent.kill()
+        parent.wait()
 
 
 @pytest.mark.slow
