@@ -2,7 +2,7 @@
 import sys
 
 from nasstudy import config as nasconfig
-from nasstudy import pipeline
+from nasstudy import pipeline, zygote
 
 try:
     nasconfig.recheck_files(workflow.configfiles)  # repeated keys, aliases: refused as in `nasstudy run`
@@ -52,11 +52,14 @@ def space_state_for(space):
 
 onstart:
     pipeline.on_start(config)
+    zygote.start(config["threads"], workflow)  # local jobs fork from it: torch, MLflow imported once
 
 
 onsuccess:
+    zygote.stop()
     pipeline.on_finish(config, success=True, artifacts=ARTIFACTS)
 
 
 onerror:
+    zygote.stop()
     pipeline.on_finish(config, success=False, artifacts=ARTIFACTS)

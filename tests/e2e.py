@@ -36,10 +36,12 @@ def make_project(dest: Path) -> Path:
     return dest
 
 
-def snakemake(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+def snakemake(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`snakemake --cores 2 ARGS` in `cwd`; `env`: variables added to this process's environment."""
     return subprocess.run(
-        [sys.executable, "-m", "snakemake", "--cores", "2", *args], cwd=cwd, capture_output=True, text=True
-    )
+        [sys.executable, "-m", "snakemake", "--cores", "2", *args], cwd=cwd, capture_output=True, text=True,
+        env={**os.environ, **(env or {})},
+    )  # fmt: skip
 
 
 def planned_jobs(cwd: Path, *args: str) -> set[tuple[str, str]]:

@@ -8,6 +8,7 @@ orphaned, finished files kept); a run outside the project is refused before it w
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import shutil
@@ -17,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from e2e import BIN, make_project
 
@@ -40,6 +42,26 @@ def nasstudy(cwd: Path, *args: str, timeout: float = 600) -> subprocess.Complete
 
 def files(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def in_flight(project: Path) -> set[str]:
+    """Outputs of the jobs running now (Snakemake's .snakemake/incomplete markers: base64 names)."""
+    folder = project / ".snakemake" / "incomplete"
+    names = [f.name for f in folder.rglob("*") if f.is_file()] if folder.is_dir() else []
+    out = set()
+    for name in names:
+        with contextlib.suppress(ValueError, UnicodeDecodeError):
+            out.add(base64.urlsafe_b64decode(name).decode())
+    return out
+
+
+def finished_files(project: Path) -> dict[str, bytes]:
+    """results/ files of finished jobs: without the outputs of running jobs (a warmup writes its
+    supernet.pt before it scores archs; a stopped job's outputs are removed, as they must be)."""
+    before = in_flight(project)
+    found = files(project / "results")
+    running = before | in_flight(project)
+    return {k: v for k, v in found.items() if f"results/{k}" not in running}
 
 
 def test_run_outside_a_project_is_refused_and_writes_nothing(tmp_path: Path) -> None:
@@ -69,6 +91,32 @@ def test_live_runs_are_found_without_reading_proc(tmp_path: Path, monkeypatch: p
         sleeper.wait()
 
 
+def test_stop_reaches_snakemake_although_a_child_has_just_ended(tmp_path: Path) -> None:
+    """A child that ended and is not yet reaped (a zombie: psutil cannot read its command line; the
+    fork server's workers end all the time) made stop_snakemake return without signalling Snakemake."""
+    marker = tmp_path / "stopped"
+    code = (
+        "import signal, subprocess, sys, time\n"
+        f"signal.signal(signal.SIGTERM, lambda *a: (open({str(marker)!r}, 'w').write('x'), sys.exit(0)))\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'pass'])\n"  # never waited for: a zombie
+        "print('ready', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout.readline().strip() == "ready"
+        deadline = time.time() + 10
+        while not any(c.status() == psutil.STATUS_ZOMBIE for c in psutil.Process(parent.pid).children()):
+            assert time.time() < deadline
+            time.sleep(0.05)
+        run_guard.stop_snakemake(parent.pid)
+        parent.wait(timeout=10)
+        assert marker.read_text() == "x", "Snakemake was not sent SIGTERM"
+    finally:
+        parent.kill()
+        parent.wait()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("sig, to_group", [(signal.SIGINT, True), (signal.SIGTERM, False)], ids=["ctrl-c", "sigterm"])
 def test_signal_stops_snakemake_and_its_jobs_cleanly(tmp_path: Path, sig: int, to_group: bool) -> None:
@@ -85,7 +133,7 @@ def test_signal_stops_snakemake_and_its_jobs_cleanly(tmp_path: Path, sig: int, t
             assert time.time() < deadline and proc.poll() is None, log.read_text()[-3000:]
             time.sleep(0.2)
         time.sleep(2)
-        finished = files(project / "results")
+        finished = finished_files(project)
         (os.killpg if to_group else os.kill)(proc.pid, sig)
         rc = proc.wait(timeout=180)
         alive = run_guard.live_snakemake_runs(project)
@@ -95,7 +143,12 @@ def test_signal_stops_snakemake_and_its_jobs_cleanly(tmp_path: Path, sig: int, t
         proc.wait()
     text = log.read_text()
     assert rc == 128 + sig, text[-3000:]
-    assert "Traceback" not in text, text[-3000:]
+    # The one traceback allowed: a job script whose Python was still starting when Ctrl-C reached the
+    # group (site import interrupted; Python prints it itself, before any nasstudy code runs). With
+    # jobs forked from the fork server the tiny study's jobs last well under a second, so Ctrl-C
+    # 2 s into a run can land on such a start.
+    startups = text.count("Fatal Python error: init_import_site")
+    assert text.count("Traceback") == startups, text[-3000:]
     mine = [x for x in text.splitlines() if x.startswith("nasstudy: ") and "dvc.lock keeps its old record" not in x]
     assert mine[-1].startswith(f"nasstudy: stopped by {signal.Signals(sig).name}: ") and len(mine) == 2, mine
     assert alive == [], "Snakemake still runs, orphaned"

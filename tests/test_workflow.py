@@ -116,9 +116,14 @@ def test_a_second_replicate_doubles_search_and_retrain_only(tmp_path: Path) -> N
 
 
 def test_two_runs_from_scratch_give_identical_metrics(study: Path, tmp_path: Path) -> None:
+    """The second run starts every job as its own process (NASSTUDY_ZYGOTE=0), the first forked them
+    from the fork server: the same metrics either way."""
     again = make_project(tmp_path)
-    out = snakemake(again)
+    out = snakemake(again, env={"NASSTUDY_ZYGOTE": "0"})
     assert out.returncode == 0, out.stderr[-4000:]
+    forked = [p for p in (study / "logs").rglob("*.log") if "starting (forked from" in p.read_text()]
+    assert len(forked) == 35, "the first run's jobs were not forked from the fork server"
+    assert not [p for p in (again / "logs").rglob("*.log") if "(forked from" in p.read_text()]
     first, second = metrics_files(study), metrics_files(again)
     assert len(first) >= 20
     assert first.keys() == second.keys()

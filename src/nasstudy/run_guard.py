@@ -130,9 +130,14 @@ def stop_snakemake(pid: int) -> None:
     """SIGTERM to Snakemake `pid` and to each local job it is running."""
     try:
         snakemake = psutil.Process(pid)
-        jobs = [p for p in snakemake.children(recursive=True) if JOB_SCRIPT in " ".join(p.cmdline())]
+        children = snakemake.children(recursive=True)
     except psutil.Error:
         return  # already gone
+    jobs = []
+    for p in children:  # one that ends meanwhile (a zombie, a fork server's worker) must not stop the rest
+        with contextlib.suppress(psutil.Error):
+            if JOB_SCRIPT in " ".join(p.cmdline()):
+                jobs.append(p)
     for p in (snakemake, *jobs):
         with contextlib.suppress(psutil.Error):
             p.send_signal(signal.SIGTERM)

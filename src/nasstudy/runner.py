@@ -10,6 +10,7 @@ import contextlib
 import importlib
 import inspect
 import os
+import resource
 import sys
 import time
 import traceback
@@ -38,6 +39,12 @@ def redirect_output(log_path: str | Path) -> None:
     sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
 
 
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process so far (a forked worker counts from its fork)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_job(smk) -> None:
     """Call `nasstudy.stages.<rule>.run` with the job's files, params and wildcards, tracked in MLflow."""
     from nasstudy import mlflow_tracking
@@ -52,7 +59,8 @@ def run_job(smk) -> None:
     wildcards = {k: str(v) for k, v in smk.wildcards.items()}
     params = smk.params.cfg
     stage = importlib.import_module(f"nasstudy.stages.{rule}")
-    print(f"[nasstudy] {rule} {wildcards} starting", flush=True)
+    forked = os.environ.get("NASSTUDY_FORKED_FROM")  # nasstudy.zygote's worker
+    print(f"[nasstudy] {rule} {wildcards} starting" + (f" (forked from {forked})" if forked else ""), flush=True)
     # Every job notes its start (the crash drill reads it); long ones also get their checkpoint.
     code = getattr(smk.params, "code", "")
     resumable = "checkpoint" in inspect.signature(stage.run).parameters
@@ -71,8 +79,10 @@ def run_job(smk) -> None:
                 mlflow_tracking.end_job_run(tracker, as_lists(outputs), success=False)
         raise
     tracker.log_metric("wall_seconds", time.perf_counter() - start)
+    tracker.log_metric("cpu_seconds", cpu_seconds())
     if checkpoint.resumed_from is not None:  # lineage: this run continued an earlier, killed one
         mlflow_tracking.set_tags(tracker.client, tracker.run_id, {"nasstudy.resumed_from": checkpoint.resumed_from})
     mlflow_tracking.end_job_run(tracker, as_lists(outputs), success=True)
     checkpoint.done()
-    print(f"[nasstudy] {rule} {wildcards} done in {time.perf_counter() - start:.1f}s", flush=True)
+    print(f"[nasstudy] {rule} {wildcards} done in {time.perf_counter() - start:.1f}s, "
+          f"process cpu {cpu_seconds():.2f}s", flush=True)  # fmt: skip

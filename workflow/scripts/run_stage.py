@@ -1,5 +1,6 @@
-"""Entry point of every rule: hands the job to nasstudy.runner (logs, MLflow, the stage's run)."""
+"""Entry point of every rule: the job runs in a worker forked from the study's fork server when one
+is up (nasstudy.zygote: no second import of torch and MLflow), else here; nasstudy.runner does it."""
 
-from nasstudy.runner import run_job
+from nasstudy.zygote import run
 
-run_job(snakemake)  # noqa: F821 - Snakemake injects `snakemake` into scripts
+run(snakemake)  # noqa: F821 - Snakemake injects `snakemake` into scripts

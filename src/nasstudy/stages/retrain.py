@@ -113,7 +113,7 @@ def train_arch(
     start = time.perf_counter()
     for epoch in range(len(curve) + 1, epochs + 1):
         loss, acc = train_epoch(
-            net, optimizer, train, batch_size, batch_gen, scheduler, augment=True,
+            net, optimizer, train, batch_size, batch_gen, scheduler, augment=bool(cfg.get("augment", True)),
             desc=f"retrain epoch {epoch}/{epochs}", precision=precision,
         )  # fmt: skip
         val_acc, _ = evaluate(net, val)
