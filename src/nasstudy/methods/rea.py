@@ -22,7 +22,7 @@ class RegularizedEvolution(SearchMethod):
     name = "rea"
     sequential = True
 
-    def __init__(self, space: Space, rng: np.random.Generator, population: int = 16, tournament: int = 4) -> None:
+    def __init__(self, space: Space, rng: np.random.Generator, population: int = 10, tournament: int = 3) -> None:
         super().__init__(space, rng)
         if population < 1 or not 1 <= tournament <= population:
             raise ValueError(f"rea needs 1 <= tournament <= population, got {tournament=} {population=}")

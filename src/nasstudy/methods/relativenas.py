@@ -95,7 +95,7 @@ class RelativeNAS(SearchMethod):
     name = "relativenas"
     sequential = True
 
-    def __init__(self, space: Space, rng: np.random.Generator, population: int = 20, compare: str = "acc") -> None:
+    def __init__(self, space: Space, rng: np.random.Generator, population: int = 10, compare: str = "acc") -> None:
         super().__init__(space, rng)
         if population < 2 or population % 2:
             raise ValueError(f"relativenas needs an even population >= 2 (members are paired), got {population}")

@@ -147,7 +147,7 @@ class WeakNAS(SearchMethod):
         batch: int = 10,
         top_m: int = 100,
         predictor: str = "mlp",
-        candidates: int = 10_000,
+        candidates: int = 5_000,
         mlp_layers: int = 2,
         mlp_width: int = 64,
         mlp_epochs: int = 100,
