@@ -59,7 +59,7 @@ def test_tiny_study_logs_to_a_real_tracking_server(server: str, tmp_path: Path) 
     assert sorted(r.data.tags["rule"] for r in found) == ["retrain", "search"]
     assert all(r.data.tags["seed"] == "3" and r.data.tags["study"] == "default" for r in found)
     assert all(r.data.metrics["flops"] > 0 and r.data.metrics["params"] > 0 for r in found)
-    log = (project / "logs" / "default" / "retrain" / "nse" / "random.log").read_text()
+    log = (project / "logs" / "default" / "retrain" / "nse" / "random" / "rep0.log").read_text()
     assert re.search(r"^\[nasstudy\] retrain epoch 1/1 train_loss=\S+ train_acc=\S+ val_acc=\S+$", log, re.M), log
 
     shown = subprocess.run(
