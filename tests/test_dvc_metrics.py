@@ -38,9 +38,9 @@ def test_dvc_metrics_show_and_params_diff(tmp_path: Path) -> None:
 
     params = tmp_path / "params" / "default.yaml"
     text = params.read_text()
-    assert text.count("  budget: 50 ") == 1
-    params.write_text(text.replace("  budget: 50 ", "  budget: 60 "))
+    assert text.count("  budget: 30 ") == 1
+    params.write_text(text.replace("  budget: 30 ", "  budget: 60 "))
     diff = json.loads(run(tmp_path, BIN / "dvc", "params", "diff", "--json"))
-    assert diff == {"params/default.yaml": {"search.budget": {"old": 50, "new": 60, "diff": 10}}}
+    assert diff == {"params/default.yaml": {"search.budget": {"old": 30, "new": 60, "diff": 30}}}
     everything = json.loads(run(tmp_path, BIN / "dvc", "params", "diff", "--all", "--json"))["params/default.yaml"]
     assert everything["seed"]["new"] == 0 and everything["tracking.flush_seconds"]["new"] == 10
