@@ -100,6 +100,19 @@ class SupernetEvaluator(Evaluator):
         self.bn_recal_batches = int(bn_recal_batches)
         self.batch_size = int(batch_size)
 
+    @classmethod
+    def for_stage(cls, inputs: dict, params: dict) -> SupernetEvaluator:
+        """The evaluator of a stage job that queries a supernet (search, ranking sample): its
+        inputs supernet/cls_train/cls_val and params supernet.bn_recal_batches/batch_size, device."""
+        return cls(
+            inputs["supernet"],
+            inputs["cls_train"],
+            inputs["cls_val"],
+            bn_recal_batches=params["supernet"]["bn_recal_batches"],
+            batch_size=params["supernet"]["batch_size"],
+            device=params["device"],
+        )
+
     def _evaluate(self, arch: Arch) -> dict:
         from nasstudy.training import score_arch
 

@@ -57,14 +57,7 @@ def run_sample(
     space_name = wildcards["space"]
     seed, count = int(params["seed"]), int(params["ranking"]["sample"])
     seed_torch(seed, SAMPLE_STAGE, space_name, threads=int(params["threads"]))
-    evaluator = SupernetEvaluator(
-        inputs["supernet"],
-        inputs["cls_train"],
-        inputs["cls_val"],
-        bn_recal_batches=params["supernet"]["bn_recal_batches"],
-        batch_size=params["supernet"]["batch_size"],
-        device=params["device"],
-    )
+    evaluator = SupernetEvaluator.for_stage(inputs, params)
     space = evaluator.space
     rows = []
     for index, arch in enumerate(draw_archs(space, count, make_rng(seed, SAMPLE_STAGE, space_name))):

@@ -59,14 +59,7 @@ def run(
     if joint and budget % 2:
         raise ValueError(f"search.budget must be even for relativenas (members are scored in pairs), got {budget}")
 
-    evaluator = SupernetEvaluator(
-        inputs["supernet"],
-        inputs["cls_train"],
-        inputs["cls_val"],
-        bn_recal_batches=params["supernet"]["bn_recal_batches"],
-        batch_size=params["supernet"]["batch_size"],
-        device=params["device"],
-    )
+    evaluator = SupernetEvaluator.for_stage(inputs, params)
     space = evaluator.space
     method = make_method(method_name, space, knobs, rng)
     run_key = {
