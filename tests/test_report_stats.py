@@ -19,6 +19,14 @@ def test_mean_ci_is_the_t_interval() -> None:
     assert (s["ci_low"], s["ci_high"]) == pytest.approx((1.036757, 4.963243), abs=1e-6)
 
 
+def test_mean_ci_is_clipped_to_the_metrics_range() -> None:
+    wide = st.mean_ci([1, 2, 30])  # t interval about [-38, 60]
+    assert wide["ci_low"] < 0
+    clipped = st.mean_ci([1, 2, 30], (1, None))
+    assert clipped["ci_low"] == 1 and clipped["ci_high"] == pytest.approx(wide["ci_high"])
+    assert st.mean_ci([90, 99, 60], (0, 100))["ci_high"] == 100
+
+
 def test_mean_ci_with_one_value_has_no_interval() -> None:
     assert st.mean_ci([7.5]) == {"n": 1, "mean": 7.5, "std": None, "ci_low": None, "ci_high": None}
     assert st.mean_ci([None, float("nan")])["n"] == 0

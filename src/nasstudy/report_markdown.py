@@ -62,7 +62,8 @@ def main_table(cells: list[dict[str, Any]]) -> list[str]:
     lines += [
         "",
         "n: replicates (search seed and retrain seed). Each cell: mean over replicates and, in brackets, the 95% "
-        "t interval of the mean. Supernet acc: best accuracy the search found with inherited supernet weights "
+        "t interval of the mean, clipped to the values the metric can take (a count at least 1, a size at least 0, "
+        "a percentage at most 100). Supernet acc: best accuracy the search found with inherited supernet weights "
         "(val split); test acc: the same arch retrained from scratch (test split); det. mAP and seg. mIoU: "
         "replicate 0's arch as a backbone. — means not available.",
     ]

@@ -35,9 +35,10 @@ def _finite(values: Sequence[Any]) -> np.ndarray:
     return x[np.isfinite(x)]
 
 
-def mean_ci(values: Sequence[Any]) -> dict[str, Any]:
+def mean_ci(values: Sequence[Any], bounds: tuple[float | None, float | None] = (None, None)) -> dict[str, Any]:
     """n, mean, sample std and the 95% t interval of the mean; std and interval are None for n < 2
-    (one replicate cannot measure seed noise)."""
+    (one replicate cannot measure seed noise). `bounds` (low, high) clips the interval to the values
+    the metric can take: with n = 3 a t interval of a count or a size often reaches below 0."""
     x = _finite(values)
     n = len(x)
     out: dict[str, Any] = {"n": n, "mean": None, "std": None, "ci_low": None, "ci_high": None}
@@ -49,6 +50,10 @@ def mean_ci(values: Sequence[Any]) -> dict[str, Any]:
     std = float(x.std(ddof=1))
     sem = std / math.sqrt(n)
     lo, hi = (out["mean"], out["mean"]) if sem == 0 else stats.t.interval(CONFIDENCE, n - 1, loc=x.mean(), scale=sem)
+    if bounds[0] is not None:
+        lo = max(lo, bounds[0])
+    if bounds[1] is not None:
+        hi = min(hi, bounds[1])
     out.update(std=std, ci_low=float(lo), ci_high=float(hi))
     return out
 

@@ -31,6 +31,15 @@ METRICS = [
     ("det_map", "Det. mAP"),
     ("seg_miou", "Seg. mIoU"),
 ]
+# The values each metric can take: its t interval is clipped to them (a count is at least 1, a size
+# at least 0, an accuracy, mAP or mIoU in percent at most 100).
+BOUNDS = {
+    "queries": (1, None),
+    "queries_to_best": (1, None),
+    "flops_m": (0, None),
+    "params_m": (0, None),
+    "latency_ms": (0, None),
+} | {c: (0, 100) for c in ("supernet_acc", "test_acc", "det_map", "seg_miou")}
 STATS = ("mean", "std", "ci_low", "ci_high", "n")
 REPLICATE_COLUMNS = ["space", "method", "rep", *(c for c, _ in METRICS), "arch"]
 REP_DIR = re.compile(r"^rep(\d+)$")
@@ -141,7 +150,7 @@ def aggregate(reps: pd.DataFrame) -> list[dict[str, Any]]:
     for (space, method), g in reps.groupby(["space", "method"], sort=False):
         row: dict[str, Any] = {"space": space, "method": method, "n": int(g["rep"].nunique())}
         for col, _ in METRICS:
-            s = mean_ci(g[col].tolist())
+            s = mean_ci(g[col].tolist(), BOUNDS[col])
             row |= {f"{col}_{k}": s[k] for k in STATS}
         out.append(row)
     return out
