@@ -1,8 +1,8 @@
 """MLflow for the study: one parent run per study, one child run per executed Snakemake job.
 
-Per DESIGN.md §4: default store `sqlite:///mlflow.db` in the project folder, `MLFLOW_TRACKING_URI`
-or params `tracking.uri` point elsewhere. The parent run is created serially in Snakemake's
-`onstart` (parallel first use of SQLite races); jobs find it by its tags. A job buffers its
+Per docs/design.md#tracking-and-records: default store `sqlite:///mlflow.db` in the project folder,
+`MLFLOW_TRACKING_URI` or params `tracking.uri` point elsewhere. The parent run is created serially in
+Snakemake's `onstart` (parallel first use of SQLite races); jobs find it by its tags. A job buffers its
 metrics and a background thread writes them in batches every `tracking.flush_seconds` (and at the
 end), so a job running for hours shows its epochs while parallel jobs hold the SQLite lock briefly.
 

@@ -1,4 +1,5 @@
-"""AutoSpace (Zhou et al., ICCV 2021), one generation per call (DESIGN.md §5; choices in docs/autospace.md).
+"""AutoSpace (Zhou et al., ICCV 2021), one generation per call (docs/design.md#autospace; choices in
+docs/autospace.md).
 
 No code was released; we build it from the pipeline figure. Every position keeps a *population* of
 cells (small DAGs of primitive ops, `spaces/mobile_cells.py`; an MBConv op is a one-edge cell),

@@ -1,4 +1,4 @@
-"""NSE — Neural Search-space Evolution (Ci et al., ICCV 2021), one round per call (DESIGN.md §5).
+"""NSE — Neural Search-space Evolution (Ci et al., ICCV 2021), one round per call (docs/design.md#nse).
 
 A round trains a fresh multi-branch supernet on the active candidates of every position, learns one
 logit α per (position, candidate) on held-out train data, drops candidates whose α falls below a

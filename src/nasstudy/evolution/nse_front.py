@@ -1,4 +1,5 @@
-"""NSE round end (DESIGN.md §5): sample archs near the FLOPs target, take the Pareto front, evolve the state.
+"""NSE round end (docs/design.md#nse): sample archs near the FLOPs target, take the Pareto front,
+evolve the state.
 
 Kept apart from `nse.py` (the supernet and α training) because this part is plain numpy and is
 easy to test on its own. See `nse.py` for how it follows the authors' code.

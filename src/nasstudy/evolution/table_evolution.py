@@ -1,4 +1,5 @@
-"""Space evolution on the nb201 space with a lookup table in place of the supernet (DESIGN.md §5).
+"""Space evolution on the nb201 space with a lookup table in place of the supernet
+(docs/design.md#space-evolution-on-a-table-nas-bench-201).
 
 Each generation function takes (state, space_cfg, evaluator, cfg, rng) and returns a
 `GenerationResult`; fitness comes from table queries of the *search* metric (the evaluator's

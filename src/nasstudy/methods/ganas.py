@@ -1,4 +1,4 @@
-"""GA-NAS: generative adversarial NAS (Rezaei et al., IJCAI 2021), as DESIGN.md §5 describes it.
+"""GA-NAS: generative adversarial NAS (Rezaei et al., IJCAI 2021), as docs/design.md#ga-nas describes it.
 
 No code was released. The loop follows the paper: query a random initial set; each iteration take
 the top-k of everything queried as the "truth" set; train a pairwise discriminator on (truth arch,

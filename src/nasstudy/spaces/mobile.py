@@ -1,5 +1,6 @@
 """The `mobile` space: an NSE/ProxylessNAS-style chain of positions, each picking a subset of its
-active candidates: MBConv ops or graph cells (`mobile_cells`) (docs/architecture.md, DESIGN.md §3).
+active candidates: MBConv ops or graph cells (`mobile_cells`) (docs/design.md#spaces,
+docs/architecture.md).
 
 An arch is one binary decision per (position, active op), flattened in position order, so every
 search method sees a plain list of categorical decisions.

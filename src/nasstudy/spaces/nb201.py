@@ -1,4 +1,4 @@
-"""The `nb201` space: the NAS-Bench-201 cell (4 nodes, 6 edges, 5 ops; DESIGN.md §3).
+"""The `nb201` space: the NAS-Bench-201 cell (4 nodes, 6 edges, 5 ops; docs/design.md#spaces).
 
 An arch is one categorical decision per edge, the index of its op in that edge's active list, so
 the same search methods run here as in the mobile space, and the canonical string is the
