@@ -12,18 +12,10 @@ import pytest
 import torch
 from toy_space import OPTIMUM, ToySpace, score
 
+from nasstudy.joint_training import cosine_lr, merge_pair_weights, train_on_path, train_pair_on_supernet
 from nasstudy.methods import method_knobs
 from nasstudy.methods.random_search import RandomSearch
-from nasstudy.methods.relativenas import (
-    RelativeNAS,
-    cosine_lr,
-    decode_vector,
-    fast_index,
-    merge_pair_weights,
-    relative_update,
-    train_on_path,
-    train_pair_on_supernet,
-)
+from nasstudy.methods.relativenas import RelativeNAS, decode_vector, fast_index, relative_update
 from nasstudy.spaces.mobile import MobileSpace, Supernet, initial_state
 from nasstudy.training import ClsData
 from nasstudy.utils import make_rng

@@ -13,9 +13,8 @@ import pytest
 import torch
 from toy_space import ToySpace, score
 
-from nasstudy import training
+from nasstudy import joint_training, training
 from nasstudy.evaluators import TableEvaluator
-from nasstudy.methods import relativenas
 from nasstudy.spaces.mobile import MobileSpace, Supernet, initial_state
 from nasstudy.stages import search
 from nasstudy.tracking import MemoryTracker
@@ -161,8 +160,8 @@ def test_relativenas_learns_jointly_and_resumes_exactly(inputs, tmp_path, monkey
     assert any(not torch.equal(start[k], saved[k]) for k in start)  # the merged weights moved
 
     run_search(inputs, tmp_path / "resumed", budget=4, method="relativenas")  # as if killed after 2 pairs
-    real, calls = relativenas.train_pair_on_supernet, []
-    monkeypatch.setattr(relativenas, "train_pair_on_supernet", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real, calls = joint_training.train_pair_on_supernet, []
+    monkeypatch.setattr(joint_training, "train_pair_on_supernet", lambda *a, **k: calls.append(1) or real(*a, **k))
     resumed, _ = run_search(inputs, tmp_path / "resumed", budget=12, method="relativenas")
     assert len(calls) == 4
     for key in ("history", "best", "metrics", "state"):

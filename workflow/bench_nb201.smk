@@ -65,7 +65,9 @@ rule bench_search:
             methods={w.method: config["methods"][w.method]},
             runs=list(range(int(w.first), min(int(w.first) + config["seeds_per_job"], config["seeds"]))),
         ),
-        code=pipeline.code_hash("stages/bench_search.py", "methods", "evaluators.py", "spaces/nb201.py"),
+        code=pipeline.code_hash(
+            "stages/bench_search.py", "methods", "evaluators.py", "spaces/nb201.py", "spaces/nb201_cell.py"
+        ),
     log:
         f"logs/{config['study']}/bench_search/{{method}}/seeds-{{first}}.log",
     threads: 1

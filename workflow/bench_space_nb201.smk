@@ -65,7 +65,7 @@ rule bench_space_evolution:
         ),
         code=pipeline.code_hash(
             "stages/bench_space_evolution.py", "evolution/table_evolution.py", "evolution/nse_front.py",
-            "evaluators.py", "spaces/nb201.py",
+            "evaluators.py", "spaces/nb201.py", "spaces/nb201_cell.py",
         ),
     log:
         f"logs/{config['study']}/bench_space_evolution/{{method}}/{{run}}.log",

@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 from nasstudy import integrity, lineage, run_guard, sharing
-from nasstudy.config import DEFAULT_PARAMS, PROJECT_ROOT, ParamsError, load_params
-from nasstudy.pipeline import dvc_executable
+from nasstudy.config import PROJECT_ROOT, ParamsError, load_params
+from nasstudy.project import default_params, dvc_executable, project_dir, snakemake_command
 
 EPILOG = """examples:
   nasstudy run                              the default study (params/default.yaml), all cores
@@ -29,25 +29,6 @@ EPILOG = """examples:
   nasstudy lineage FILE                     the jobs that made FILE, back to the data; md5s checked
   nasstudy push / nasstudy pull             share the artifacts through the DVC remote
 """
-
-
-def project_dir() -> Path:
-    """The project whose Snakefile and params/default.yaml are used: the current folder when it has a
-    Snakefile (a clone, a copy), else the one this package was installed from."""
-    return Path.cwd() if (Path.cwd() / "Snakefile").is_file() else PROJECT_ROOT
-
-
-def default_params() -> Path:
-    """params/default.yaml of `project_dir()`: the file every --params file overlays."""
-    return project_dir() / DEFAULT_PARAMS.relative_to(PROJECT_ROOT)
-
-
-def snakemake_command(params: Path | None, cores: str, extra: list[str]) -> list[str]:
-    project = project_dir()
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(project / "Snakefile"), "--cores", cores]
-    if params is not None and params.resolve() != default_params().resolve():
-        cmd += ["--configfile", str(params)]
-    return cmd + extra
 
 
 def check_params(path: Path | None) -> dict:

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from nasstudy.config import ParamsError, load_params
+from nasstudy.project import default_params, dvc_executable
 from nasstudy.utils import file_md5
 
 if TYPE_CHECKING:
@@ -180,8 +182,6 @@ def dvc_manifest(workdir: Path, md5: str) -> dict[str, str]:
 
 def dvc_status(workdir: Path, stages: list[str]) -> dict[str, Any] | str:
     """`dvc status --json STAGES` (what changed since dvc.lock), or why it could not be read."""
-    from nasstudy.pipeline import dvc_executable
-
     res = subprocess.run([dvc_executable(), "status", "--json", *stages], cwd=workdir, capture_output=True, text=True)
     try:
         return json.loads(res.stdout) if res.returncode == 0 else (res.stderr.strip().splitlines() or ["?"])[-1]
@@ -321,9 +321,6 @@ def render(result: dict[str, Any]) -> str:
 
 def cmd_lineage(args: argparse.Namespace) -> int:
     """Exit 0: every file verified; 1: some changed or missing; 2: PATH not recorded / bad params."""
-    from nasstudy.cli import default_params
-    from nasstudy.config import ParamsError, load_params
-
     try:
         result = lineage(args.path, load_params(Path(args.params) if args.params else None, default_params()))
     except (LineageError, ParamsError) as e:

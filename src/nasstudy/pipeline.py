@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 
 from nasstudy.config import PROJECT_ROOT
+from nasstudy.project import dvc_executable
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
 COMMON_CODE = ("utils.py", "tracking.py", "checkpoint.py")
@@ -117,12 +118,6 @@ def unfinished_files(config: dict, artifacts: list[str], workdir: Path) -> dict[
         why = mt.tracking_failure(mt.tracking_uri(config, workdir), e)
         print(f"nasstudy: warning: md5s not checked before dvc commit: {why}", file=sys.stderr)
     return bad
-
-
-def dvc_executable() -> str:
-    """The `dvc` beside this Python (the project's venv), else whatever `dvc` is on PATH."""
-    dvc = Path(sys.executable).with_name("dvc")
-    return str(dvc) if dvc.exists() else "dvc"
 
 
 def dvc_commit(config: dict, workdir: Path | None = None, artifacts: list[str] | None = None) -> None:

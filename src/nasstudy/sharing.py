@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from nasstudy.pipeline import dvc_executable
+from nasstudy.project import dvc_executable, snakemake_command
 
 
 def dvc(*args: str) -> subprocess.CompletedProcess:
@@ -69,8 +69,6 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
-    from nasstudy.cli import snakemake_command
-
     if problem := check_repo():
         return fail(problem)
     extra = ["--remote", args.remote] if args.remote else []

@@ -10,7 +10,8 @@ is fixed, and scaled by `C`, `N`, `image_size`, `num_classes` in the space confi
 Analytic costs follow the benchmark's network (nb201_ops.py): params include BN affine weights;
 FLOPs are the MACs of every conv plus the linear classifier including its bias (pooling, BN, ReLU
 and additions are not counted). Every conv edge counts, even one whose output reaches nothing.
-This module imports no torch: the networks are built by `nb201_ops`, imported on first `build`.
+This module imports no torch: the cell's definition is in `nb201_cell`, the networks are built by
+`nb201_ops`, imported on first `build`.
 """
 
 from __future__ import annotations
@@ -23,36 +24,21 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from nasstudy.spaces.nb201_cell import (
+    EDGES,
+    KERNEL,
+    OPS,
+    Ops,
+    check_op,
+    net_config,
+    ops_per_edge,
+    stage_shapes,
+)
+
 if TYPE_CHECKING:  # the networks live in nb201_ops (torch); a table search never imports torch
     from nasstudy.spaces.nb201_ops import StandaloneNet
 
 Arch = tuple[int, ...]
-Ops = Sequence[Sequence[str] | str]
-
-OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
-NUM_NODES = 4
-# (source node, target node) of the six edges, in the order the arch string lists them.
-EDGES: tuple[tuple[int, int], ...] = tuple((j, i) for i in range(1, NUM_NODES) for j in range(i))
-KERNEL = {"nor_conv_1x1": 1, "nor_conv_3x3": 3}
-
-
-def check_op(name: str) -> str:
-    """The name itself, or a ValueError naming it when it is not an NB201 op."""
-    if name not in OPS:
-        raise ValueError(f"unknown NB201 op {name!r}: known ops are {list(OPS)}")
-    return name
-
-
-def net_config(space_cfg: dict) -> tuple[int, int, int, int]:
-    """(C, N, image_size, num_classes) with the benchmark's defaults (16, 5, 32, 10), checked."""
-    c, n = int(space_cfg.get("C", 16)), int(space_cfg.get("N", 5))
-    size, classes = int(space_cfg.get("image_size", 32)), int(space_cfg.get("num_classes", 10))
-    if c < 1 or n < 1 or classes < 1:
-        raise ValueError(f"nb201 needs C, N, num_classes >= 1, got C={c} N={n} num_classes={classes}")
-    if size < 4 or size % 4:
-        # Two stride-2 reductions: the conv path and the avg-pool shortcut agree only on even sizes.
-        raise ValueError(f"nb201 needs image_size divisible by 4, got {size}")
-    return c, n, size, classes
 
 
 def initial_state(space_cfg: dict) -> dict:
@@ -102,11 +88,6 @@ def parse_arch_string(s: str) -> list[str]:
     return ops
 
 
-def stage_shapes(channels: int, image_size: int) -> list[tuple[int, int]]:
-    """(channels, feature size) of the three stages: C, 2C, 4C at sizes s, s/2, s/4."""
-    return [(channels * 2**i, image_size // 2**i) for i in range(3)]
-
-
 def op_cost(name: str, channels: int, size: int) -> tuple[int, int]:
     """(MACs, params) of one edge op in one cell; only the convs cost anything."""
     k = KERNEL.get(check_op(name))
@@ -127,17 +108,6 @@ def fixed_cost(channels: int, image_size: int, num_classes: int) -> tuple[int, i
     macs += c3 * num_classes + num_classes  # classifier, bias counted as the benchmark does
     params += c3 * num_classes + num_classes
     return macs, params
-
-
-def ops_per_edge(ops: Ops) -> list[list[str]]:
-    """Op names per edge as lists (a bare string counts as one op), checked against the known ops."""
-    if len(ops) != len(EDGES):
-        raise ValueError(f"got ops for {len(ops)} edges, an NB201 cell has {len(EDGES)}")
-    out = [[o] if isinstance(o, str) else list(o) for o in ops]
-    for names in out:
-        for op in names:
-            check_op(op)
-    return out
 
 
 class Nb201Space:

@@ -2,7 +2,8 @@
 
 Layers follow the benchmark's own network (ReLU-conv-BN ops, ResNet basic blocks between stages),
 so that the closed-form costs in `nb201.py` reproduce the published table. Kept apart from the
-space so that a table search imports no torch (it saves a second per benchmark job).
+space so that a table search imports no torch (it saves a second per benchmark job); it takes the
+cell's definition from `nb201_cell.py`, never from the space.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from nasstudy.spaces.nb201 import EDGES, KERNEL, NUM_NODES, Ops, check_op, net_config, ops_per_edge, stage_shapes
+from nasstudy.spaces.nb201_cell import EDGES, KERNEL, NUM_NODES, Ops, check_op, net_config, ops_per_edge, stage_shapes
 from nasstudy.spaces.shared_weights import SharedWeights, count_params
 
 __all__ = ["Cell", "ResBlock", "StandaloneNet", "Supernet", "build_net", "count_params", "make_op"]

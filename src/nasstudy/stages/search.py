@@ -129,7 +129,7 @@ def search_jointly(
     weights, validate, merge into the supernet, tell; save method, weights and generator after each.
     The lr follows the paper's cosine schedule over the search epochs (budget / population), from
     `joint.lr` at the first epoch towards `joint.lr_min`, one value per epoch."""
-    from nasstudy.methods.relativenas import cosine_lr, train_pair_on_supernet
+    from nasstudy.joint_training import cosine_lr, train_pair_on_supernet
     from nasstudy.training import make_generator, sgd
 
     supernet, space = evaluator.supernet, evaluator.space
