@@ -5,6 +5,7 @@ Snakemake and never cuts a running job short."""
 from __future__ import annotations
 
 import json
+import re
 import os
 import signal
 import subprocess
@@ -159,3 +160,9 @@ def test_a_job_without_a_reachable_server_runs_by_itself(tmp_path: Path, monkeyp
     proc = job("describe", str(out), tmp_path, NASSTUDY_ZYGOTE_SOCKET=str(tmp_path / "no-such-socket"))
     assert finish(proc).returncode == 0
     assert json.loads(out.read_text())["pid"] == proc.pid
+
+
+def test_the_server_preloads_the_stage_of_every_study_rule() -> None:
+    rules_dir = Path(__file__).resolve().parents[1] / "rules"
+    rules = {m for f in rules_dir.glob("*.smk") for m in re.findall(r"^rule (\w+):", f.read_text(), re.M)}
+    assert rules and rules == set(zygote.STAGES)

@@ -62,7 +62,10 @@ PRELOAD = (
     "nasstudy.checkpoint",
     "nasstudy.run_guard",
 )
-STAGES = ("prepare_data", "init_space", "evolve_space", "warmup_supernet", "search", "retrain", "transfer", "report")
+STAGES = (  # one per study rule (tests/test_zygote.py checks against rules/*.smk)
+    "prepare_data", "init_space", "evolve_space", "warmup_supernet", "search", "retrain",
+    "ranking_sample", "ranking", "transfer", "report",
+)  # fmt: skip
 
 RUN_JOB = "nasstudy.runner:run_job"  # what a job calls, with its `snakemake` object
 
