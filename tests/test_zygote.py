@@ -5,8 +5,8 @@ Snakemake and never cuts a running job short."""
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import signal
 import subprocess
 import sys
