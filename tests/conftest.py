@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from e2e import make_project, snakemake
+from helpers.e2e import make_project, snakemake
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from toy_space import OPTIMUM, ToySpace, score
+from helpers.toy_space import OPTIMUM, ToySpace, score
 
 from nasstudy.methods import method_knobs
 from nasstudy.methods.random_search import RandomSearch

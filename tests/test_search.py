@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from toy_space import ToySpace, score
+from helpers.toy_space import ToySpace, score
 
 from nasstudy import training
 from nasstudy.evaluators import TableEvaluator
