@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers.tiny_inputs import SPACE_CFG  # a constant, not conftest's fixture: _gen() needs it
 
 from nasstudy.evolution.autospace import FITNESS_COLUMNS, AutoSpaceConfig, autospace_round, references
 from nasstudy.evolution.autospace_ops import evolve_position, mutate_op
@@ -15,16 +16,6 @@ from nasstudy.tracking import MemoryTracker
 from nasstudy.training import ClsData
 from nasstudy.utils import make_rng
 
-SPACE_CFG = {
-    "name": "mobile",
-    "stem_channels": 8,
-    "stages": [{"channels": 8, "positions": 1, "stride": 1}, {"channels": 16, "positions": 2, "stride": 2}],
-    "head_channels": 16,
-    "pool": ["mb3_e1", "mb3_e3", "mb5_e1"],
-    "k": 2,
-    "image_size": 16,
-    "num_classes": 3,
-}
 TRAIN = {"batch_size": 16, "lr": 0.05, "momentum": 0.9, "weight_decay": 0.0, "bn_recal_batches": 1}
 KNOBS = {"epochs": 2, "population": 5, "tournament": 2, "n_mutants": 2, "alpha_every": 1, "alpha_lr": 0.1}
 

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from e2e import BIN, make_project
+from helpers.e2e import BIN, make_project
 
 from nasstudy import cli
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from e2e import make_project, snakemake
+from helpers.e2e import make_project, snakemake
 from PIL import Image
 from test_data_classification import CIFAR_NAMES, _chw_rows, write_cifar10
 from torch import nn

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from e2e import ROOT
+from helpers.e2e import ROOT
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import bench_study  # noqa: E402

@@ -16,6 +16,7 @@ import test_search as srch
 import test_transfer as trf
 import test_warmup_supernet as wu
 import torch
+from helpers.tiny_inputs import SPACE_CFG
 
 from nasstudy.checkpoint import Checkpoint, capture, job_checkpoint, restore
 from nasstudy.spaces.mobile import build_net, initial_state
@@ -153,7 +154,7 @@ def test_search_resumes_from_its_checkpoint_not_its_outputs(tmp_path: Path, meth
     root = tmp_path / "in"
     root.mkdir()
     torch.manual_seed(0)
-    active = [p["active"] for p in initial_state(srch.SPACE_CFG)["positions"]]
+    active = [p["active"] for p in initial_state(SPACE_CFG)["positions"]]
     save_checkpoint(build_supernet(active).to_checkpoint(), root / "supernet.pt")
     rng = np.random.default_rng(0)
     for split, n in (("train", 64), ("val", 48)):
@@ -177,7 +178,7 @@ def test_search_resumes_from_its_checkpoint_not_its_outputs(tmp_path: Path, meth
 def build_supernet(active):
     from nasstudy.spaces.mobile import Supernet
 
-    return Supernet(srch.SPACE_CFG, active)
+    return Supernet(SPACE_CFG, active)
 
 
 @pytest.mark.parametrize("task, option", [("detection", "fcos"), ("segmentation", "lraspp")])

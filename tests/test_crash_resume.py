@@ -11,7 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from e2e import BIN, ROOT, make_project, metrics_files
+from helpers.e2e import BIN, ROOT, make_project, metrics_files
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import crash_drill  # noqa: E402

@@ -8,7 +8,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from e2e import BIN, ROOT
+from helpers.e2e import BIN, ROOT
 
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
 

@@ -16,6 +16,8 @@ from nasstudy.stages import evolve_space
 from nasstudy.tracking import MemoryTracker
 from nasstudy.training import load_cls, make_generator
 
+# Not conftest's `tiny_mobile` on purpose: k = 3 of 6 ops (a queue for NSE to add from), and half the
+# channels and image size to keep a round fast.
 SPACE_CFG = {
     "name": "mobile",
     "stem_channels": 4,

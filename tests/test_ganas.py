@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from toy_space import OPTIMUM, ToySpace, score
+from helpers.toy_space import OPTIMUM, ToySpace, score
 
 from nasstudy.methods.ganas import GANAS
 from nasstudy.methods.random_search import RandomSearch

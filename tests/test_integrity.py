@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from e2e import BIN, snakemake
+from helpers.e2e import BIN, snakemake
 
 from nasstudy import cli, pipeline
 from nasstudy import mlflow_tracking as mt

@@ -164,7 +164,7 @@ def test_tiny_study_lineage_then_a_hand_edit(study: Path, tmp_path: Path, monkey
     """The real tiny study (conftest's, copied so that it can be edited): every retrained model traces
     back to prepare_data with every file verified; a hand edit of one search result is flagged, and
     Snakemake would rerun exactly what depends on it."""
-    from e2e import planned_jobs
+    from helpers.e2e import planned_jobs
 
     project = Path(shutil.copytree(study, tmp_path / "study", symlinks=True))
     assert planned_jobs(project) == set()  # the copy is a complete, up-to-date study

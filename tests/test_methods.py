@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 import pytest
-from toy_space import OPTIMUM, ToySpace, score
+from helpers.toy_space import OPTIMUM, ToySpace, score
 
 from nasstudy.methods import METHODS, make_method, method_class
 from nasstudy.utils import make_rng

@@ -13,6 +13,8 @@ from nasstudy.spaces.mobile_ops import as_cell, build_op, mbconv_cost, op_cost, 
 
 torch.set_num_threads(1)
 
+# Not conftest's `tiny_mobile` on purpose: 12 channels, a 2-op pool, 4 classes: the graph cells below
+# are the ops under test.
 CFG = {
     "name": "mobile",
     "stem_channels": 8,

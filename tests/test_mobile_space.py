@@ -16,6 +16,8 @@ from nasstudy.spaces.mobile_ops import parse_op
 
 torch.set_num_threads(1)
 
+# Not conftest's `tiny_mobile` on purpose: three stages and k = 3 of 5 ops (a queue, a dilated op, a
+# 7x7 kernel), 4 classes: more of the space's decisions to check.
 CFG = {
     "name": "mobile",
     "stem_channels": 8,

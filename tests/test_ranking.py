@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tiny_inputs import RETRAIN, SPACE_CFG, SUPERNET, make_inputs
+from helpers.tiny_inputs import RETRAIN, SPACE_CFG, SUPERNET, make_inputs
 
 from nasstudy.evaluators import SupernetEvaluator
 from nasstudy.spaces.mobile import MobileSpace, initial_state

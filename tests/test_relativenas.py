@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from toy_space import OPTIMUM, ToySpace, score
+from helpers.toy_space import OPTIMUM, ToySpace, score
 
 from nasstudy.joint_training import cosine_lr, merge_pair_weights, train_on_path, train_pair_on_supernet
 from nasstudy.methods import method_knobs
@@ -225,31 +225,23 @@ def test_finds_the_optimum_in_fewer_queries_than_random():
 
 # --- joint learning on a tiny supernet --------------------------------------------------------
 
-SPACE_CFG = {
-    "name": "mobile",
-    "stem_channels": 8,
-    "stages": [{"channels": 8, "positions": 1, "stride": 1}, {"channels": 16, "positions": 2, "stride": 2}],
-    "head_channels": 16,
-    "pool": ["mb3_e1", "mb3_e3", "mb5_e1"],
-    "k": 2,
-    "image_size": 16,
-    "num_classes": 3,
-}
-# position 0 keeps its shape (no proj), position 1 changes it (proj = the empty subset), position 2 keeps it
+# On `tiny_mobile`: position 0 keeps its shape (no proj), position 1 changes it (proj = the empty subset),
+# position 2 keeps it
 FAST_OPS = [("mb3_e1",), (), ("mb3_e1", "mb3_e3")]
 SLOW_OPS = [("mb3_e3",), ("mb3_e1",), ("mb3_e1",)]
 FROM_SLOW = ("positions.0.branches.mb3_e3.", "positions.1.branches.mb3_e1.")  # used by the slow learner only
 
 
-def tiny_supernet() -> tuple[Supernet, MobileSpace]:
+def tiny_supernet(cfg: dict) -> tuple[Supernet, MobileSpace]:
+    """A seeded supernet on `cfg` (conftest's `tiny_mobile`) and its space."""
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    state = initial_state(SPACE_CFG)
-    return Supernet(SPACE_CFG, [p["active"] for p in state["positions"]]), MobileSpace(SPACE_CFG, state)
+    state = initial_state(cfg)
+    return Supernet(cfg, [p["active"] for p in state["positions"]]), MobileSpace(cfg, state)
 
 
-def test_merge_takes_each_op_from_the_model_that_uses_it():
-    supernet, _ = tiny_supernet()
+def test_merge_takes_each_op_from_the_model_that_uses_it(tiny_mobile: dict) -> None:
+    supernet, _ = tiny_supernet(tiny_mobile)
     fast, slow = copy.deepcopy(supernet), copy.deepcopy(supernet)
     with torch.no_grad():
         for net, value in ((supernet, 0), (fast, 1), (slow, 2)):
@@ -263,8 +255,8 @@ def test_merge_takes_each_op_from_the_model_that_uses_it():
         assert (t == want).all(), key
 
 
-def test_train_pair_merges_the_trained_copies():
-    supernet, space = tiny_supernet()
+def test_train_pair_merges_the_trained_copies(tiny_mobile: dict) -> None:
+    supernet, space = tiny_supernet(tiny_mobile)
     g = torch.Generator().manual_seed(0)
     train = ClsData(torch.randn(32, 3, 16, 16, generator=g), torch.randint(0, 3, (32,), generator=g))
     val = ClsData(torch.randn(24, 3, 16, 16, generator=g), torch.randint(0, 3, (24,), generator=g))

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tiny_inputs import KNOBS, digests, make_inputs, search_and_retrain
+from helpers.tiny_inputs import KNOBS, digests, make_inputs, search_and_retrain
 
 from nasstudy.config import PROJECT_ROOT, load_params
 from nasstudy.stages.report import parse_path
 from nasstudy.utils import derive_seed, replicate_names
 
-# md5 of replicate 0's files, computed with `python tests/tiny_inputs.py` on commit 4f7d21b (before
-# replicates existed): a one-replicate study must give exactly the metrics it gave then.
+# md5 of replicate 0's files, computed with `python tests/tiny_inputs.py` (now tests/helpers/tiny_inputs.py)
+# on commit 4f7d21b (before replicates existed): a one-replicate study must give exactly the metrics it gave then.
 GOLDEN = {
     "random": {
         "search_metrics": "11f5d5de20d90417eff4f960e9090bfd",

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from e2e import BIN, make_project
+from helpers.e2e import BIN, make_project
 
 from nasstudy import run_guard
 

@@ -11,7 +11,8 @@ import math
 import numpy as np
 import pytest
 import torch
-from toy_space import ToySpace, score
+from helpers.tiny_inputs import SPACE_CFG  # a constant, not conftest's fixture: params() needs it
+from helpers.toy_space import ToySpace, score
 
 from nasstudy import joint_training, training
 from nasstudy.evaluators import TableEvaluator
@@ -19,17 +20,6 @@ from nasstudy.spaces.mobile import MobileSpace, Supernet, initial_state
 from nasstudy.stages import search
 from nasstudy.tracking import MemoryTracker
 from nasstudy.training import save_checkpoint
-
-SPACE_CFG = {
-    "name": "mobile",
-    "stem_channels": 8,
-    "stages": [{"channels": 8, "positions": 1, "stride": 1}, {"channels": 16, "positions": 2, "stride": 2}],
-    "head_channels": 16,
-    "pool": ["mb3_e1", "mb3_e3", "mb5_e1"],
-    "k": 2,
-    "image_size": 16,
-    "num_classes": 3,
-}
 
 
 @pytest.fixture(scope="module")

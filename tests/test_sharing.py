@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from e2e import BIN, metrics_files, planned_jobs
+from helpers.e2e import BIN, metrics_files, planned_jobs
 
 pytestmark = pytest.mark.slow
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]

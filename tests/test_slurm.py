@@ -1,5 +1,5 @@
 """The SLURM profile against a real SLURM: the tiny study submitted job by job with sbatch to a one-node
-cluster started here (tests/slurm_cluster.py), checked against the local run byte for byte.
+cluster started here (tests/helpers/slurm_cluster.py), checked against the local run byte for byte.
 
 The cluster test installs Debian's SLURM packages when they are missing (root + apt-get), and skips
 with the exact reason where SLURM cannot be installed or started. The dry runs below need no cluster:
@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from e2e import BIN, ROOT, make_project, metrics_files, mlflow_server, planned_jobs
-from slurm_cluster import SlurmCluster, SlurmStartError, ensure_slurm
+from helpers.e2e import BIN, ROOT, make_project, metrics_files, mlflow_server, planned_jobs
+from helpers.slurm_cluster import SlurmCluster, SlurmStartError, ensure_slurm
 
 PROFILE = ROOT / "workflow" / "profiles" / "slurm" / "config.yaml"
 GPU_RULES = {"evolve_space", "warmup_supernet", "search", "retrain", "ranking_sample", "ranking", "transfer"}

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from e2e import BIN, free_port, make_project, mlflow_server, planned_jobs, snakemake
+from helpers.e2e import BIN, free_port, make_project, mlflow_server, planned_jobs, snakemake
 
 
 @pytest.fixture()

@@ -19,6 +19,8 @@ from nasstudy.transfer.backbone import FPNBackbone, load_retrained
 from nasstudy.transfer.detection import evaluate_detector, scene_targets
 from nasstudy.transfer.segmentation import evaluate_segmenter
 
+# Not conftest's `tiny_mobile` on purpose: four stages (strides 1, 2, 2, 2), so the backbone has
+# feature maps at strides 4 and 8 for the detectors' FPN.
 SPACE = {
     "name": "mobile",
     "stem_channels": 8,

@@ -22,6 +22,8 @@ from nasstudy.training import (
 )
 from nasstudy.utils import write_json
 
+# Not conftest's `tiny_mobile` on purpose: k = 3 of a 4-op pool (with the dilated mb3_e2_d2, which
+# _train_once uses), 12 channels.
 SPACE = {
     "name": "mobile",
     "stem_channels": 8,

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from toy_space import OPTIMUM, ToySpace, score
+from helpers.toy_space import OPTIMUM, ToySpace, score
 
 from nasstudy.methods import weaknas
 from nasstudy.methods.weaknas import MlpRegime, WeakNAS, fit_predictor, make_mlp, train_mlp, zscore

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from e2e import BIN, ROOT, TINY, make_project, metrics_files, planned_jobs, snakemake
+from helpers.e2e import BIN, ROOT, TINY, make_project, metrics_files, planned_jobs, snakemake
 
 pytestmark = pytest.mark.slow
 __all__ = ["make_project", "planned_jobs", "snakemake"]  # other e2e tests import them from here too

@@ -23,7 +23,7 @@ TESTS = Path(__file__).parent
 
 @pytest.fixture
 def server(monkeypatch: pytest.MonkeyPatch) -> subprocess.Popen:
-    """A fork server started as Snakemake's onstart does, with tests/ importable (zygote_jobs); it
+    """A fork server started as Snakemake's onstart does, with tests/ importable (helpers.zygote_jobs); it
     preloads only torch (what the test jobs use: seconds instead of the study's ten)."""
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])))
     monkeypatch.delenv(zygote.ENV_SWITCH, raising=False)
@@ -37,7 +37,7 @@ def server(monkeypatch: pytest.MonkeyPatch) -> subprocess.Popen:
 
 def job(call: str, arg: object, cwd: Path, **env: str) -> subprocess.Popen:
     """A job script as Snakemake starts one: a new Python that calls zygote.run."""
-    code = f"from nasstudy import zygote; zygote.run({arg!r}, 'zygote_jobs:{call}')"
+    code = f"from nasstudy import zygote; zygote.run({arg!r}, 'helpers.zygote_jobs:{call}')"
     return subprocess.Popen([sys.executable, "-c", code], cwd=cwd, env={**os.environ, **env},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
 

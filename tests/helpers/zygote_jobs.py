@@ -1,4 +1,4 @@
-"""Jobs for tests/test_zygote.py: the fork server runs them as `zygote_jobs:<name>` (tests/ is on
+"""Jobs for tests/test_zygote.py: the fork server runs them as `helpers.zygote_jobs:<name>` (tests/ is on
 its PYTHONPATH), the same as `nasstudy.runner:run_job` with a Snakemake object."""
 
 from __future__ import annotations

@@ -14,8 +14,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-TINY = Path(__file__).parent / "params" / "tiny.yaml"
+ROOT = Path(__file__).resolve().parents[2]
+TINY = ROOT / "tests" / "params" / "tiny.yaml"
 BIN = Path(sys.executable).parent
 
 

@@ -16,6 +16,8 @@ from nasstudy.stages import retrain, search
 from nasstudy.tracking import MemoryTracker
 from nasstudy.training import save_checkpoint
 
+# The tiny `mobile` space the stage tests share (conftest's `tiny_mobile` fixture gives a copy): 3 positions,
+# 2 of 3 ops each. Tests that need other sizes keep their own config and say why.
 SPACE_CFG = {
     "name": "mobile",
     "stem_channels": 8,
