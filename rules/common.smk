@@ -38,9 +38,10 @@ def stage_params(*sections, **extra):
     return pipeline.stage_params(config, *sections, **extra)
 
 
-def code_hash(*paths):
-    """Changes when the stage's code changes, so Snakemake reruns it (modules are not tracked otherwise)."""
-    return pipeline.code_hash(*paths)
+def stage_code(rule):
+    """The hash of nasstudy.stages.<rule> and every nasstudy module it imports: a param, so that an edit
+    to that code reruns the rule (Snakemake does not track modules otherwise)."""
+    return pipeline.stage_code(rule)
 
 
 def space_state_for(space):

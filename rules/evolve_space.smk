@@ -3,7 +3,7 @@ rule init_space:
         space_state=f"{RES}/space/gen0/space_state.json",
     params:
         cfg=stage_params("space"),
-        code=code_hash("stages/init_space.py", "spaces"),
+        code=stage_code("init_space"),
     log:
         f"{LOGS}/init_space.log",
     localrule: True
@@ -31,7 +31,7 @@ rule evolve_space:
         metrics=f"{RES}/space/{{method}}/gen{{gen}}/metrics.json",
     params:
         cfg=lambda w: stage_params("space", "supernet", evolution={w.method: config["evolution"][w.method]}),
-        code=code_hash("stages/evolve_space.py", "evolution", "spaces", "training.py"),
+        code=stage_code("evolve_space"),
     log:
         f"{LOGS}/evolve_space/{{method}}/gen{{gen}}.log",
     threads: config["threads"]

@@ -9,7 +9,7 @@ rule prepare_data:
         preview=f"{RES}/data/preview.png",
     params:
         cfg=stage_params("data"),
-        code=code_hash("stages/prepare_data.py", "data"),
+        code=stage_code("prepare_data"),
     log:
         f"{LOGS}/prepare_data.log",
     threads: config["threads"]

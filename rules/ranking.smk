@@ -11,7 +11,7 @@ rule ranking_sample:
         cfg=stage_params(
             "space", "ranking", supernet={k: config["supernet"][k] for k in ("bn_recal_batches", "batch_size")}
         ),
-        code=code_hash("stages/ranking.py", "stages/ranking_sample.py", "evaluators.py", "spaces", "training.py"),
+        code=stage_code("ranking_sample"),
     log:
         f"{LOGS}/ranking/{{space}}/sample.log",
     threads: config["threads"]
@@ -31,7 +31,7 @@ rule ranking:
         curve=f"{RES}/ranking/{{space}}/arch{{index}}/curve.csv",
     params:
         cfg=stage_params("space", "retrain"),
-        code=code_hash("stages/ranking.py", "stages/retrain.py", "spaces", "training.py"),
+        code=stage_code("ranking"),
     log:
         f"{LOGS}/ranking/{{space}}/arch{{index}}.log",
     threads: config["threads"]

@@ -3,17 +3,6 @@ def each(pattern, **extra):
     return expand(pattern, space=SPACES, method=METHODS, rep=REPS, **extra)
 
 
-REPORT_CODE = (
-    "stages/report.py",
-    "report_tables.py",
-    "report_stats.py",
-    "report_claims.py",
-    "report_plots.py",
-    "report_markdown.py",
-    "report_transfer.py",
-)
-
-
 rule report:
     input:
         random_archs=expand(f"{RES}/supernet/{{space}}/random_archs.csv", space=SPACES),
@@ -62,7 +51,7 @@ rule report:
                 "pool": config["space"]["pool"],
             }
         ),
-        code=code_hash(*REPORT_CODE),
+        code=stage_code("report"),
     log:
         f"{LOGS}/report.log",
     threads: 1

@@ -16,7 +16,7 @@ rule retrain:
         ),
     params:
         cfg=stage_params("space", "retrain"),
-        code=code_hash("stages/retrain.py", "spaces", "training.py"),
+        code=stage_code("retrain"),
     log:
         f"{LOGS}/retrain/{{space}}/{{method}}/rep{{rep}}.log",
     threads: config["threads"]

@@ -14,7 +14,7 @@ rule search:
             supernet={k: config["supernet"][k] for k in ("bn_recal_batches", "batch_size")},
             search={"budget": config["search"]["budget"], w.method: config["search"][w.method]},
         ),
-        code=code_hash("stages/search.py", "methods", "joint_training.py", "evaluators.py", "spaces", "training.py"),
+        code=stage_code("search"),
     log:
         f"{LOGS}/search/{{space}}/{{method}}/rep{{rep}}.log",
     threads: config["threads"]

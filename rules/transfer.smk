@@ -15,7 +15,7 @@ rule transfer:
         ),
     params:
         cfg=lambda w: stage_params("space", transfer={w.task: config["transfer"][w.task]}),
-        code=code_hash("stages/transfer.py", "transfer", "spaces", "training.py"),
+        code=stage_code("transfer"),
     log:
         f"{LOGS}/transfer/{{task}}/{{space}}/{{method}}.log",
     threads: config["threads"]

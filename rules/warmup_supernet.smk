@@ -14,7 +14,7 @@ rule warmup_supernet:
         ),
     params:
         cfg=stage_params("space", "supernet"),
-        code=code_hash("stages/warmup_supernet.py", "spaces", "training.py"),
+        code=stage_code("warmup_supernet"),
     log:
         f"{LOGS}/warmup_supernet/{{space}}.log",
     threads: config["threads"]

@@ -1,4 +1,4 @@
-"""AutoSpace (`evolution/autospace.py`): one generation per call on a tiny space and tiny random data."""
+"""AutoSpace (`evolution/autospace_supernet.py`): one generation per call on a tiny space and tiny random data."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 import torch
 from helpers.tiny_inputs import SPACE_CFG  # a constant, not conftest's fixture: _gen() needs it
 
-from nasstudy.evolution.autospace import FITNESS_COLUMNS, AutoSpaceConfig, autospace_round, references
-from nasstudy.evolution.autospace_ops import evolve_position, mutate_op
+from nasstudy.evolution.autospace_population import evolve_position, mutate_op
+from nasstudy.evolution.autospace_supernet import FITNESS_COLUMNS, AutoSpaceConfig, autospace_round, references
 from nasstudy.spaces.mobile import MobileSpace, Supernet, initial_state
 from nasstudy.tracking import MemoryTracker
 from nasstudy.training import ClsData
@@ -74,8 +74,8 @@ def test_reference_survives_every_generation(three_gens):
 
 
 def test_mutants_are_new_graph_cells_that_build_and_run(three_gens):
+    from nasstudy.spaces.mobile_blocks import as_cell
     from nasstudy.spaces.mobile_cells import parse_cell
-    from nasstudy.spaces.mobile_ops import as_cell
 
     new = [r["op"] for res in three_gens for r in res.fitness if r["status"] == "new"]
     assert new and all(parse_cell(op).name == op for op in new)  # canonical graph cells, not MBConv ops
@@ -138,8 +138,8 @@ def test_config_errors_name_the_key():
 
 
 def test_weighted_forward_is_the_softmax_weighted_sum():
-    from nasstudy.evolution.autospace import _forward
-    from nasstudy.spaces.mobile_ops import global_pool
+    from nasstudy.evolution.autospace_supernet import _forward
+    from nasstudy.spaces.mobile_blocks import global_pool
 
     torch.manual_seed(0)
     members = [["mb3_e1", "mb3_e3", "mb5_e1"]] * 3
@@ -202,7 +202,7 @@ def test_evolve_position_keeps_the_reference_whatever_the_fitness():
 
 
 def test_budget_term_penalises_the_costly_cells_and_they_drop_out():
-    from nasstudy.evolution.autospace import FlopsModel, _relative, budget_penalty
+    from nasstudy.evolution.autospace_supernet import FlopsModel, _relative, budget_penalty
 
     members = [POP] * 3
     flops = FlopsModel(SPACE_CFG, members, len(POP))

@@ -92,7 +92,7 @@ def failed_lines(err: str) -> list[str]:
 @pytest.mark.parametrize(
     "rel, damage, expected",
     [
-        ("supernet/initial/supernet.pt", "truncate", "is not a readable checkpoint"),
+        ("supernet/initial/supernet.pt", "truncate", "is not a readable model file"),
         ("search/nse/rea/rep0/best.json", "truncate", "is not valid JSON"),
         ("data/cls_val.npz", "garbage", "is not a readable classification npz"),
     ],

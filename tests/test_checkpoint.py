@@ -22,7 +22,7 @@ from nasstudy.checkpoint import Checkpoint, capture, job_checkpoint, restore
 from nasstudy.spaces.mobile import build_net, initial_state
 from nasstudy.stages import evolve_space, retrain, search, transfer, warmup_supernet
 from nasstudy.tracking import MemoryTracker
-from nasstudy.training import BatchCycle, ClsData, save_checkpoint
+from nasstudy.training import BatchCycle, ClsData, save_model_file
 from nasstudy.utils import write_json
 
 
@@ -155,7 +155,7 @@ def test_search_resumes_from_its_checkpoint_not_its_outputs(tmp_path: Path, meth
     root.mkdir()
     torch.manual_seed(0)
     active = [p["active"] for p in initial_state(SPACE_CFG)["positions"]]
-    save_checkpoint(build_supernet(active).to_checkpoint(), root / "supernet.pt")
+    save_model_file(build_supernet(active).to_model_file(), root / "supernet.pt")
     rng = np.random.default_rng(0)
     for split, n in (("train", 64), ("val", 48)):
         images = rng.integers(0, 256, size=(n, 16, 16, 3), dtype=np.uint8)
@@ -189,7 +189,7 @@ def test_transfer_resumes_after_each_epoch(tmp_path: Path, task: str, option: st
     trf._write_scenes(data / "val.npz", 4, 1)
     torch.manual_seed(0)
     net = build_net(trf.SPACE, trf.OPS, 3)
-    save_checkpoint({"space_cfg": trf.SPACE, "ops": trf.OPS, "num_classes": 3, "state_dict": net.state_dict()},
+    save_model_file({"space_cfg": trf.SPACE, "ops": trf.OPS, "num_classes": 3, "state_dict": net.state_dict()},
                     data / "model.pt")  # fmt: skip
     inputs = {"scenes_train": data / "train.npz", "scenes_val": data / "val.npz", "model": data / "model.pt"}
     cfg = dict(trf.DETECTION, detector=option) if task == "detection" else dict(trf.SEGMENTATION, head=option)

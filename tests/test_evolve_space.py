@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from nasstudy.evolution.nse import CostModel, NSEConfig, drop_candidates, nse_round
 from nasstudy.evolution.nse_front import FrontRow, pareto_mask, prev_front_bits, sample_band_archs, update_state
+from nasstudy.evolution.nse_supernet import CostModel, NSEConfig, drop_candidates, nse_round
 from nasstudy.spaces.mobile import MobileSpace, initial_state
 from nasstudy.stages import evolve_space
 from nasstudy.tracking import MemoryTracker

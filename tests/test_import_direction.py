@@ -100,7 +100,7 @@ def find_cycle(graph: dict[str, dict[str, int]], skip: list[set[str]]) -> list[s
 def test_the_graph_sees_lazy_imports(graph):
     """The parse finds imports inside functions and TYPE_CHECKING blocks (else the rules prove nothing)."""
     assert "nasstudy.project" in graph["nasstudy.cli"]
-    assert "nasstudy.spaces.nb201_ops" in graph["nasstudy.spaces.nb201"]  # in `build` and TYPE_CHECKING
+    assert "nasstudy.spaces.nb201_net" in graph["nasstudy.spaces.nb201"]  # in `build` and TYPE_CHECKING
     assert "nasstudy.joint_training" in graph["nasstudy.stages.search"]  # inside search_jointly
 
 

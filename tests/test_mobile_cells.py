@@ -8,8 +8,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from nasstudy.spaces.mobile import MobileSpace, Supernet, build_net, count_params
+from nasstudy.spaces.mobile_blocks import as_cell, build_op, mbconv_cost, op_cost, parse_op
 from nasstudy.spaces.mobile_cells import MAX_NODES, Cell, make_cell, mutate_cell, parse_cell
-from nasstudy.spaces.mobile_ops import as_cell, build_op, mbconv_cost, op_cost, parse_op
 
 torch.set_num_threads(1)
 

@@ -12,7 +12,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from nasstudy.spaces import make_space
 from nasstudy.spaces.mobile import MobileSpace, Supernet, build_net, count_params, initial_state
-from nasstudy.spaces.mobile_ops import parse_op
+from nasstudy.spaces.mobile_blocks import parse_op
 
 torch.set_num_threads(1)
 
@@ -145,8 +145,8 @@ def test_features_strides(space: MobileSpace) -> None:
 def test_checkpoint_round_trip(space: MobileSpace) -> None:
     supernet = Supernet(CFG, space.active).eval()
     buf = io.BytesIO()
-    torch.save(supernet.to_checkpoint(), buf)
+    torch.save(supernet.to_model_file(), buf)
     buf.seek(0)
-    again = Supernet.from_checkpoint(torch.load(buf, weights_only=True)).eval()
+    again = Supernet.from_model_file(torch.load(buf, weights_only=True)).eval()
     x, ops = torch.randn(2, 3, 16, 16), space.ops((1,) * 12)
     torch.testing.assert_close(again(x, ops), supernet(x, ops))

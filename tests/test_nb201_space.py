@@ -13,7 +13,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from nasstudy.spaces import make_space
 from nasstudy.spaces.nb201 import OPS, Nb201Space, initial_state, parse_arch_string
-from nasstudy.spaces.nb201_ops import Supernet, build_net, count_params, make_op
+from nasstudy.spaces.nb201_net import Supernet, build_net, count_params, make_op
 
 torch.set_num_threads(1)
 
@@ -160,9 +160,9 @@ def test_supernet_checkpoint_round_trip() -> None:
     space = Nb201Space(TINY)
     supernet = Supernet(TINY, space.active).eval()
     buf = io.BytesIO()
-    torch.save(supernet.to_checkpoint(), buf)
+    torch.save(supernet.to_model_file(), buf)
     buf.seek(0)
-    again = Supernet.from_checkpoint(torch.load(buf, weights_only=True)).eval()
+    again = Supernet.from_model_file(torch.load(buf, weights_only=True)).eval()
     x, ops = torch.randn(2, 3, 8, 8), space.ops(space.from_string(BEST))
     torch.testing.assert_close(again(x, ops), supernet(x, ops))
 

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
+import pytest
+
 from nasstudy import pipeline
-from nasstudy.config import load_params
+from nasstudy.config import PROJECT_ROOT, load_params
 
 
 def test_stage_params_hold_only_the_named_sections() -> None:
@@ -25,8 +30,8 @@ def test_stage_params_do_not_depend_on_key_order() -> None:
 
 
 def test_code_hash_changes_with_the_code(tmp_path, monkeypatch) -> None:
-    (tmp_path / "utils.py").write_text("a = 1\n")
-    (tmp_path / "tracking.py").write_text("")
+    for name in pipeline.COMMON_CODE:
+        (tmp_path / name).write_text("")
     (tmp_path / "stages").mkdir()
     (tmp_path / "stages" / "x.py").write_text("x = 1\n")
     monkeypatch.setattr(pipeline, "PACKAGE_ROOT", tmp_path)
@@ -36,6 +41,61 @@ def test_code_hash_changes_with_the_code(tmp_path, monkeypatch) -> None:
     assert pipeline.code_hash("stages") != before
     (tmp_path / "other.py").write_text("unrelated\n")
     assert pipeline.code_hash("stages") == pipeline.code_hash("stages")
+
+
+def test_code_hash_refuses_a_missing_path() -> None:
+    with pytest.raises(FileNotFoundError, match="stages/moved_away.py"):
+        pipeline.code_hash("stages/moved_away.py")
+
+
+def toy_package(root: Path) -> None:
+    """A stage that reaches helper.py through lib/ (a function-level import) and names methods/b.py
+    in a registry string; unrelated.py is reached by nothing."""
+    files = {
+        "__init__.py": "",
+        "stages/__init__.py": "",
+        "stages/toy.py": "from nasstudy.lib import run_it\n",
+        "lib/__init__.py": "def run_it():\n    from nasstudy.helper import X\n\n    return X\n",
+        "helper.py": "X = 1\nREGISTRY = {'b': 'nasstudy.methods.b:B'}\n",
+        "methods/__init__.py": "",
+        "methods/b.py": "class B: ...\n",
+        "unrelated.py": "Y = 1\n",
+    }
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+
+
+def test_stage_code_follows_the_import_closure(tmp_path, monkeypatch) -> None:
+    toy_package(tmp_path)
+    monkeypatch.setattr(pipeline, "PACKAGE_ROOT", tmp_path)
+    closure = [str(p.relative_to(tmp_path)) for p in pipeline.import_closure("nasstudy.stages.toy")]
+    assert "unrelated.py" not in closure
+    assert {"helper.py", "lib/__init__.py", "methods/b.py", "methods/__init__.py", "__init__.py"} <= set(closure)
+    before = pipeline.stage_code("toy")
+    (tmp_path / "unrelated.py").write_text("Y = 2\n")
+    assert pipeline.stage_code("toy") == before  # an edit elsewhere reruns nothing
+    (tmp_path / "helper.py").write_text("X = 2\nREGISTRY = {'b': 'nasstudy.methods.b:B'}\n")
+    assert pipeline.stage_code("toy") != before  # imported indirectly, in a function: still the stage's code
+
+
+def test_stage_code_refuses_a_missing_module(tmp_path, monkeypatch) -> None:
+    toy_package(tmp_path)
+    monkeypatch.setattr(pipeline, "PACKAGE_ROOT", tmp_path)
+    with pytest.raises(ModuleNotFoundError, match="nasstudy.stages.nope"):
+        pipeline.stage_code("nope")
+    (tmp_path / "helper.py").unlink()  # moved away: the stage that imports it must not hash less code
+    with pytest.raises(ModuleNotFoundError, match=r"nasstudy\.helper \(imported by lib/__init__.py\)"):
+        pipeline.stage_code("toy")
+
+
+def test_each_rule_hashes_its_own_stage_module() -> None:
+    """`code=stage_code("<rule>")` in every study rule: the runner runs nasstudy.stages.<rule>, and a
+    grep for a stage module finds its rule."""
+    for smk in sorted((PROJECT_ROOT / "rules").glob("*.smk")):
+        for rule, body in re.findall(r"^rule (\w+):\n(.*?)(?=^\S|\Z)", smk.read_text(), re.M | re.S):
+            assert f'code=stage_code("{rule}")' in body, f"{smk.name}: rule {rule}"
+            assert pipeline.module_file(f"nasstudy.stages.{rule}") is not None
 
 
 def test_dvc_stages_for_lists_only_finished_phases_of_the_study(tmp_path) -> None:

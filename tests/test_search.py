@@ -19,7 +19,7 @@ from nasstudy.evaluators import TableEvaluator
 from nasstudy.spaces.mobile import MobileSpace, Supernet, initial_state
 from nasstudy.stages import search
 from nasstudy.tracking import MemoryTracker
-from nasstudy.training import save_checkpoint
+from nasstudy.training import save_model_file
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,7 @@ def inputs(tmp_path_factory):
     root = tmp_path_factory.mktemp("inputs")
     torch.manual_seed(0)
     active = [p["active"] for p in initial_state(SPACE_CFG)["positions"]]
-    save_checkpoint(Supernet(SPACE_CFG, active).to_checkpoint(), root / "supernet.pt")
+    save_model_file(Supernet(SPACE_CFG, active).to_model_file(), root / "supernet.pt")
     rng = np.random.default_rng(0)
     for split, n in (("train", 64), ("val", 48)):
         images = rng.integers(0, 256, size=(n, 16, 16, 3), dtype=np.uint8)

@@ -13,7 +13,7 @@ import torch
 from nasstudy.spaces.mobile import build_net
 from nasstudy.stages import transfer
 from nasstudy.tracking import MemoryTracker
-from nasstudy.training import save_checkpoint
+from nasstudy.training import save_model_file
 from nasstudy.transfer import detection
 from nasstudy.transfer.backbone import FPNBackbone, load_retrained
 from nasstudy.transfer.detection import evaluate_detector, scene_targets
@@ -80,7 +80,7 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     torch.manual_seed(0)
     net = build_net(SPACE, OPS, 3)
     ckpt = {"space_cfg": SPACE, "ops": OPS, "num_classes": 3, "state_dict": net.state_dict()}
-    save_checkpoint(ckpt, tmp / "model.pt")
+    save_model_file(ckpt, tmp / "model.pt")
     return {"scenes_train": tmp / "train.npz", "scenes_val": tmp / "val.npz", "model": tmp / "model.pt"}
 
 

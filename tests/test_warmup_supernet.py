@@ -15,7 +15,7 @@ from nasstudy.tracking import MemoryTracker
 from nasstudy.training import (
     ClsData,
     augment_batch,
-    load_checkpoint,
+    load_model_file,
     make_generator,
     sgd,
     train_epoch,
@@ -79,8 +79,8 @@ def test_warmup_outputs_and_determinism(tmp_path: Path) -> None:
     assert len(rows) == 6 and list(rows[0]) == ["arch", "flops", "params", "acc", "loss"]
     assert [s for k, _, s in tracker.metrics if k == "train_loss"] == [0, 1]
     assert tracker.last("train_seconds") > 0
-    ckpt = load_checkpoint(out1["supernet"])
-    Supernet.from_checkpoint(ckpt)
+    ckpt = load_model_file(out1["supernet"])
+    Supernet.from_model_file(ckpt)
     assert out1["metrics"].read_bytes() == out2["metrics"].read_bytes()
     assert out1["random_archs"].read_bytes() == out2["random_archs"].read_bytes()
 

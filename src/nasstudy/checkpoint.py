@@ -1,4 +1,5 @@
-"""Resumable state of one job, kept outside its declared outputs.
+"""Resumable state of one job, kept outside its declared outputs (a job's resume point; the model
+files a job writes, supernet.pt and model.pt, are training.save_model_file's).
 
 Snakemake deletes the outputs of a job that failed or was killed, so a job's checkpoint lives in
 `.checkpoints/<study>/<rule>/<wildcards>.pt` instead. A checkpoint is written atomically at regular

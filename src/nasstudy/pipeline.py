@@ -1,11 +1,15 @@
-"""What the Snakefile needs beside its rules: the params a stage sees, code hashes for staleness,
-and the hooks that open the study's MLflow parent run and record finished work in DVC."""
+"""What the Snakefile needs beside its rules: the params a stage sees, code hashes for staleness (a
+rule's stage module and its import closure), and the hooks that open the study's MLflow parent run
+and record finished work in DVC."""
 
 from __future__ import annotations
 
+import ast
 import copy
+import functools
 import hashlib
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +20,9 @@ from nasstudy.config import PROJECT_ROOT
 from nasstudy.project import dvc_executable
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
-COMMON_CODE = ("utils.py", "tracking.py", "checkpoint.py")
+PACKAGE = "nasstudy"
+COMMON_CODE = ("utils.py", "tracking.py", "checkpoint.py")  # code_hash's (bench rules); stage_code follows imports
+MODULE_STRING = re.compile(r"nasstudy(\.\w+)+(:\w+)?")  # a module named in a string (a lazy registry)
 
 
 def stage_params(config: dict, *sections: str, **extra: object) -> dict:
@@ -43,16 +49,96 @@ def sorted_keys(obj: object) -> object:
 
 
 def code_hash(*paths: str) -> str:
-    """A short hash of the package files under `paths` (files or folders, relative to src/nasstudy)."""
-    h = hashlib.sha256()
+    """A short hash of the package files under `paths` (files or folders, relative to src/nasstudy) and
+    COMMON_CODE. A path that does not exist raises: a moved file must not quietly weaken reruns."""
+    files = []
     for rel in (*COMMON_CODE, *paths):
         target = PACKAGE_ROOT / rel
-        files = sorted(target.rglob("*.py")) if target.is_dir() else [target]
-        for f in files:
-            if f.is_file():
-                h.update(str(f.relative_to(PACKAGE_ROOT)).encode())
-                h.update(f.read_bytes())
+        if not target.exists():
+            raise FileNotFoundError(f"code_hash: no {rel} in {PACKAGE_ROOT}")
+        files += sorted(target.rglob("*.py")) if target.is_dir() else [target]
+    return files_hash(files)
+
+
+def stage_code(rule: str) -> str:
+    """The code hash of rule `rule`: its stage module nasstudy.stages.<rule> (what the runner imports)
+    and every nasstudy module that module reaches (`import_closure`), so an edit to any of them, even
+    one imported indirectly, reruns the rule and an edit elsewhere does not."""
+    return module_code(f"{PACKAGE}.stages.{rule}")
+
+
+def module_code(module: str) -> str:
+    """The code hash of nasstudy module `module` and its import closure."""
+    return files_hash(import_closure(module))
+
+
+def files_hash(files: list[Path]) -> str:
+    """A short hash of these package files' names and contents."""
+    h = hashlib.sha256()
+    for f in sorted(set(files)):
+        h.update(str(f.relative_to(PACKAGE_ROOT)).encode())
+        h.update(f.read_bytes())
     return h.hexdigest()[:16]
+
+
+def import_closure(module: str) -> list[Path]:
+    """The files of `module` and of every nasstudy module it imports, directly or not (function-level
+    imports too), with the packages' __init__.py that importing them runs. Static (ast): nothing is
+    imported. A module that does not exist raises with its name."""
+    seen: dict[str, Path] = {}
+    todo = [(module, "the caller")]
+    while todo:
+        name, importer = todo.pop()
+        if name in seen:
+            continue
+        path = module_file(name)
+        if path is None:
+            raise ModuleNotFoundError(f"no module {name} (imported by {importer}) under {PACKAGE_ROOT}")
+        seen[name] = path
+        parent = name.rpartition(".")[0]
+        todo += [(parent, name)] if parent else []  # importing a.b runs a/__init__.py
+        todo += [(m, str(path.relative_to(PACKAGE_ROOT))) for m in module_imports(path, name)]
+    return sorted(seen.values())
+
+
+def module_file(name: str) -> Path | None:
+    """The file of nasstudy module `name` (a .py file or a package's __init__.py), None if there is none."""
+    parts = name.split(".")
+    if parts[0] != PACKAGE:
+        return None
+    base = PACKAGE_ROOT.joinpath(*parts[1:])
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def module_imports(path: Path, name: str) -> list[str]:
+    """The nasstudy modules that module `name` (at `path`) imports. Those it surely imports must exist
+    (import_closure raises); a maybe-module (b in `from a import b`, a string) counts where it exists."""
+    stat = path.stat()
+    found = _imports(path, stat.st_mtime_ns, stat.st_size, name)
+    return [m for m, sure in found if sure or module_file(m)]
+
+
+@functools.cache
+def _imports(path: Path, _mtime_ns: int, _size: int, name: str) -> tuple[tuple[str, bool], ...]:
+    """(module, surely imported) for each nasstudy module the file names; parsed once per file version."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = []
+    for node in ast.walk(ast.parse(path.read_bytes(), str(path))):
+        if isinstance(node, ast.Import):
+            found += [(a.name, True) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: from .x import y
+                anchor = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                base = f"{anchor}.{base}" if base else anchor
+            found.append((base, True))  # from a import b: b is a module of package a, or a name in module a
+            found += [(f"{base}.{a.name}", False) for a in node.names]
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and MODULE_STRING.fullmatch(node.value):
+            found.append((node.value.partition(":")[0], False))  # a registry's "nasstudy.methods.rea:Class"
+    return tuple(dict.fromkeys(f for f in found if f[0].split(".")[0] == PACKAGE))
 
 
 def on_start(config: dict) -> None:
@@ -138,4 +224,14 @@ def dvc_commit(config: dict, workdir: Path | None = None, artifacts: list[str] |
         print(f"warning: dvc commit failed ({detail}); `dvc commit` records the phases by hand", file=sys.stderr)
 
 
-__all__ = ["PROJECT_ROOT", "stage_params", "code_hash", "on_start", "on_finish", "dvc_commit"]
+__all__ = [
+    "PROJECT_ROOT",
+    "stage_params",
+    "code_hash",
+    "stage_code",
+    "module_code",
+    "import_closure",
+    "on_start",
+    "on_finish",
+    "dvc_commit",
+]

@@ -326,19 +326,20 @@ def fuse_bn(net: nn.Module) -> nn.Module:
     return net
 
 
-def save_checkpoint(obj: dict, path: str | Path) -> None:
-    """torch.save to memory, then an atomic write: a crash never leaves half a checkpoint."""
+def save_model_file(obj: dict, path: str | Path) -> None:
+    """Write a model file (a supernet.pt, a model.pt): torch.save to memory, then an atomic write, so a
+    crash never leaves half a file. (A job's resume state is nasstudy.checkpoint's, not this.)"""
     buf = io.BytesIO()
     torch.save(obj, buf)
     atomic_write_bytes(path, buf.getvalue())
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """Load a checkpoint of plain types and tensors only (`weights_only=True`); a truncated or foreign
+def load_model_file(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """Load a model file of plain types and tensors only (`weights_only=True`); a truncated or foreign
     file is a CorruptFile naming it."""
     if not Path(path).is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
+        raise FileNotFoundError(f"model file {path} does not exist")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except (RuntimeError, EOFError, ValueError, OSError, pickle.UnpicklingError) as e:  # OSError: a cut zip
-        raise corrupt(path, "a readable checkpoint", e) from None
+        raise corrupt(path, "a readable model file", e) from None

@@ -14,7 +14,7 @@ import torch
 from nasstudy.spaces.mobile import Supernet, initial_state
 from nasstudy.stages import retrain, search
 from nasstudy.tracking import MemoryTracker
-from nasstudy.training import save_checkpoint
+from nasstudy.training import save_model_file
 
 # The tiny `mobile` space the stage tests share (conftest's `tiny_mobile` fixture gives a copy): 3 positions,
 # 2 of 3 ops each. Tests that need other sizes keep their own config and say why.
@@ -49,7 +49,7 @@ def make_inputs(root: Path) -> dict[str, Path]:
     root.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     active = [p["active"] for p in initial_state(SPACE_CFG)["positions"]]
-    save_checkpoint(Supernet(SPACE_CFG, active).to_checkpoint(), root / "supernet.pt")
+    save_model_file(Supernet(SPACE_CFG, active).to_model_file(), root / "supernet.pt")
     rng = np.random.default_rng(0)
     for split, n in (("train", 64), ("val", 32), ("test", 32)):
         labels = rng.integers(0, 3, size=n)

@@ -1,8 +1,9 @@
-"""NSE round end (docs/design.md#nse): sample archs near the FLOPs target, take the Pareto front,
-evolve the state.
+"""NSE's numpy half (docs/design.md#nse): its config, the round end (sample archs near the FLOPs
+target, take the Pareto front, evolve the state).
 
-Kept apart from `nse.py` (the supernet and α training) because this part is plain numpy and is
-easy to test on its own. See `nse.py` for how it follows the authors' code.
+Kept apart from `nse_supernet.py` (the torch half: supernet and α training) because this part is
+plain numpy and is easy to test on its own; `table_evolution.py` reuses its Pareto front. See
+`nse_supernet.py` for how NSE follows the authors' code.
 """
 
 from __future__ import annotations

@@ -1,5 +1,7 @@
 """Space evolution on the nb201 space with a lookup table in place of the supernet
-(docs/design.md#space-evolution-on-a-table-nas-bench-201).
+(docs/design.md#space-evolution-on-a-table-nas-bench-201): the table variants of NSE, AutoSpace
+(`autospace_elite`) and random subspaces, for the bench_space study. The supernet versions are
+`nse_supernet.py` and `autospace_supernet.py`; NSE's Pareto front comes from `nse_front.py`.
 
 Each generation function takes (state, space_cfg, evaluator, cfg, rng) and returns a
 `GenerationResult`; fitness comes from table queries of the *search* metric (the evaluator's

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 from torch import Tensor, nn
 
-from nasstudy.spaces.mobile_ops import (
+from nasstudy.spaces.mobile_blocks import (
     Position,
     check_op,
     fixed_cost,

@@ -2,7 +2,7 @@
 expansion and a 1x1 projection, named by a short canonical string so it can stand wherever an op
 name does (space_state.json, arch strings, supernet module names).
 
-Structure only (names, validity, mutation; no torch): `mobile_ops` builds and costs a cell.
+Structure only (names, validity, mutation; no torch): `mobile_blocks` builds and costs a cell.
 
 A cell has `n` nodes (2 <= n <= MAX_NODES). Node 0 is the expanded input, node n-1 the output; every
 other node is the sum of its incoming edges, and each edge is one primitive op. Valid means: every

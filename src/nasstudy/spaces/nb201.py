@@ -7,11 +7,11 @@ A space state may narrow each edge to a subset of the ops (a subspace); the netw
 cell (stem, 3 stages of N cells at C/2C/4C channels, residual reduction blocks, BN, pool, linear)
 is fixed, and scaled by `C`, `N`, `image_size`, `num_classes` in the space config.
 
-Analytic costs follow the benchmark's network (nb201_ops.py): params include BN affine weights;
+Analytic costs follow the benchmark's network (nb201_net.py): params include BN affine weights;
 FLOPs are the MACs of every conv plus the linear classifier including its bias (pooling, BN, ReLU
 and additions are not counted). Every conv edge counts, even one whose output reaches nothing.
 This module imports no torch: the cell's definition is in `nb201_cell`, the networks are built by
-`nb201_ops`, imported on first `build`.
+`nb201_net`, imported on first `build`.
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ from nasstudy.spaces.nb201_cell import (
     stage_shapes,
 )
 
-if TYPE_CHECKING:  # the networks live in nb201_ops (torch); a table search never imports torch
-    from nasstudy.spaces.nb201_ops import StandaloneNet
+if TYPE_CHECKING:  # the networks live in nb201_net (torch); a table search never imports torch
+    from nasstudy.spaces.nb201_net import StandaloneNet
 
 Arch = tuple[int, ...]
 
@@ -216,7 +216,7 @@ class Nb201Space:
 
     def build(self, arch: Arch, num_classes: int | None = None) -> StandaloneNet:
         """The standalone net of `arch`."""
-        from nasstudy.spaces.nb201_ops import build_net
+        from nasstudy.spaces.nb201_net import build_net
 
         return build_net(self.cfg, self.ops(arch), self.num_classes if num_classes is None else num_classes)
 

@@ -1,7 +1,7 @@
 """The NB201 cell without torch: its ops, edges and the shape of the net around it.
 
 Shared by the space (`nb201.py`: decisions, strings, analytic costs) and its networks
-(`nb201_ops.py`), so that the networks need nothing from the space and the space imports the
+(`nb201_net.py`), so that the networks need nothing from the space and the space imports the
 networks (and torch) only when it builds one.
 """
 

@@ -25,8 +25,8 @@ class SharedWeights:
         net.load_state_dict({k: mine[k].clone() for k in net.state_dict()})
         return net
 
-    def to_checkpoint(self) -> dict:
-        """A dict of plain types and tensors."""
+    def to_model_file(self) -> dict:
+        """What the supernet's model file holds (training.save_model_file): plain types and tensors."""
         state = {k: v.detach().cpu() for k, v in self.state_dict().items()}
         return {
             "space_cfg": self.space_cfg,
@@ -36,10 +36,10 @@ class SharedWeights:
         }
 
     @classmethod
-    def from_checkpoint(cls, ckpt: dict) -> Any:
-        """Rebuild from `to_checkpoint()` output."""
-        net = cls(ckpt["space_cfg"], ckpt["active"], ckpt["num_classes"])
-        net.load_state_dict(ckpt["state_dict"])
+    def from_model_file(cls, saved: dict) -> Any:
+        """Rebuild from `to_model_file()` output."""
+        net = cls(saved["space_cfg"], saved["active"], saved["num_classes"])
+        net.load_state_dict(saved["state_dict"])
         return net
 
 

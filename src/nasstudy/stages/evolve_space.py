@@ -15,10 +15,10 @@ from pathlib import Path
 import torch
 
 from nasstudy.checkpoint import NO_CHECKPOINT, Checkpoint
-from nasstudy.evolution.autospace import FITNESS_COLUMNS, AutoSpaceConfig, AutoSpaceResult, autospace_round
-from nasstudy.evolution.nse import NSEConfig, NSEResult, nse_round
+from nasstudy.evolution.autospace_supernet import FITNESS_COLUMNS, AutoSpaceConfig, AutoSpaceResult, autospace_round
+from nasstudy.evolution.nse_supernet import NSEConfig, NSEResult, nse_round
 from nasstudy.tracking import Tracker
-from nasstudy.training import MixedPrecision, load_cls, make_generator, resolve_device, save_checkpoint
+from nasstudy.training import MixedPrecision, load_cls, make_generator, resolve_device, save_model_file
 from nasstudy.utils import atomic_write_bytes, make_rng, read_json, seed_torch, write_json
 
 STAGE = "evolve_space"
@@ -92,24 +92,24 @@ def run(
     )
 
     write_json(outputs["space_state"], result.state)
-    ckpt = result.supernet.to_checkpoint()
+    saved = result.supernet.to_model_file()
     if method == "nse":
         front = [
             {"arch": r.arch, "flops": r.flops, "params": r.params, "acc": _round(r.acc, 4), "on_front": int(r.on_front)}
             for r in result.front
         ]
         stats, stat_cols = result.op_stats, ["position", "op", "alpha", "prob", "front_count", "status"]
-        ckpt.update(alive=torch.as_tensor(result.alive))
+        saved.update(alive=torch.as_tensor(result.alive))
     else:
         front = [
             {**{k: r[k] for k in FRONT_COLUMNS[:3]}, "acc": _round(r["acc"], 4), "on_front": 0} for r in result.scored
         ]
         stats, stat_cols = result.fitness, FITNESS_COLUMNS
-        ckpt.update(members=result.members)
+        saved.update(members=result.members)
     atomic_write_bytes(outputs["front"], _csv_bytes(front, FRONT_COLUMNS))
     atomic_write_bytes(outputs["op_stats"], _csv_bytes(stats, stat_cols))
-    ckpt.update(alpha=result.alpha.clone(), gen=gen, method=method)
-    save_checkpoint(ckpt, outputs["supernet"])
+    saved.update(alpha=result.alpha.clone(), gen=gen, method=method)
+    save_model_file(saved, outputs["supernet"])
     metrics = metrics_dict(result, method, gen)
     write_json(outputs["metrics"], metrics)
     tracker.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float) and k not in ("gen",)})

@@ -29,7 +29,7 @@ from nasstudy.training import (
     load_cls,
     make_generator,
     resolve_device,
-    save_checkpoint,
+    save_model_file,
     sgd_cosine,
     train_epoch,
 )
@@ -143,7 +143,7 @@ def write_results(
     space_cfg, net = params["space"], trained.net
     if "model" in outputs:
         state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
-        save_checkpoint(
+        save_model_file(
             {"space_cfg": copy.deepcopy(space_cfg), "ops": [list(o) for o in trained.ops],
              "num_classes": int(space_cfg["num_classes"]), "state_dict": state},
             outputs["model"],

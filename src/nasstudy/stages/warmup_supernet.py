@@ -25,7 +25,7 @@ from nasstudy.training import (
     load_cls,
     make_generator,
     resolve_device,
-    save_checkpoint,
+    save_model_file,
     score_arch,
     sgd_cosine,
     train_epoch,
@@ -115,7 +115,7 @@ def run(
         save_state(f"epoch {epoch_done}/{epochs}")
     train_seconds = time.perf_counter() - start
     supernet.load_state_dict(trained)
-    save_checkpoint(supernet.to_checkpoint(), outputs["supernet"])
+    save_model_file(supernet.to_model_file(), outputs["supernet"])
 
     # Scores of random archs with inherited weights (after BN recalibration).
     start = time.perf_counter()

@@ -23,12 +23,12 @@ EXAMPLE_COLUMNS = 3  # scenes per row of examples.png
 
 def load_retrained(path: str | Path) -> tuple[nn.Module, dict]:
     """Rebuild the retrained net from `model.pt` (weights_only) and load its weights."""
-    from nasstudy.training import load_checkpoint
+    from nasstudy.training import load_model_file
 
-    ckpt = load_checkpoint(path)
-    net = build_net(ckpt["space_cfg"], [tuple(o) for o in ckpt["ops"]], int(ckpt["num_classes"]))
-    net.load_state_dict(ckpt["state_dict"])
-    return net, ckpt
+    saved = load_model_file(path)
+    net = build_net(saved["space_cfg"], [tuple(o) for o in saved["ops"]], int(saved["num_classes"]))
+    net.load_state_dict(saved["state_dict"])
+    return net, saved
 
 
 def stage_strides(net: nn.Module, probe: int = 64) -> list[int]:

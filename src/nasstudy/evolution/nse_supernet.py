@@ -1,4 +1,7 @@
-"""NSE — Neural Search-space Evolution (Ci et al., ICCV 2021), one round per call (docs/design.md#nse).
+"""NSE — Neural Search-space Evolution (Ci et al., ICCV 2021), one round per call (docs/design.md#nse):
+the torch half, the supernet, its α training and the drop. NSE's numpy half (config, band sampling,
+the Pareto front, the state update) is `nse_front.py`; its table variant (nb201 with a lookup table
+in place of a supernet, the bench_space study) is in `table_evolution.py`.
 
 A round trains a fresh multi-branch supernet on the active candidates of every position, learns one
 logit α per (position, candidate) on held-out train data, drops candidates whose α falls below a
@@ -61,7 +64,7 @@ from nasstudy.evolution.nse_front import (
     update_state,
 )
 from nasstudy.spaces.mobile import MobileSpace, Supernet, position_shapes
-from nasstudy.spaces.mobile_ops import global_pool, position_cost
+from nasstudy.spaces.mobile_blocks import global_pool, position_cost
 from nasstudy.tracking import Tracker, log_epoch
 from nasstudy.training import (
     BatchCycle,

@@ -1,4 +1,5 @@
-"""The NAS-Bench-201 network (Dong & Yang, ICLR 2020) in torch: ops, cell, standalone net, supernet.
+"""The NAS-Bench-201 network (Dong & Yang, ICLR 2020) in torch: its ops, cell, standalone net and
+supernet.
 
 Layers follow the benchmark's own network (ReLU-conv-BN ops, ResNet basic blocks between stages),
 so that the closed-form costs in `nb201.py` reproduce the published table. Kept apart from the

@@ -1,5 +1,5 @@
-"""Building blocks of the `mobile` space: op names, MBConv and graph cells, the multi-branch position,
-analytic costs.
+"""The torch building blocks of the `mobile` space: op names, MBConv and graph-cell modules, the
+multi-branch position, and their analytic costs.
 
 Kept apart from `mobile.py` so that the space logic (decisions, strings, costs) stays short and the
 modules are shared by the standalone net and the supernet (same names, so weights copy across).

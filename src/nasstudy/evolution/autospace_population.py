@@ -1,7 +1,8 @@
-"""AutoSpace bookkeeping in plain numpy: the config, local mutation, tournaments, the population update.
+"""AutoSpace's numpy half: the config, local mutation, tournaments, the population update.
 
-Kept apart from `autospace.py` (the supernet and α training), as `nse_front.py` is from `nse.py`:
-this part needs no torch and is easy to test on its own. docs/autospace.md gives the reasons.
+Kept apart from `autospace_supernet.py` (the torch half: supernet and α training), as `nse_front.py`
+is from `nse_supernet.py`: this part needs no torch and is easy to test on its own.
+docs/autospace.md gives the reasons.
 """
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+from nasstudy.spaces.mobile_blocks import as_cell, check_op
 from nasstudy.spaces.mobile_cells import mutate_cell
-from nasstudy.spaces.mobile_ops import as_cell, check_op
 from nasstudy.utils import config_from_params
 
 MUTATION_TRIES = 50  # walk steps per missing member before the population is left one short

@@ -1,5 +1,6 @@
 """AutoSpace (Zhou et al., ICCV 2021), one generation per call (docs/design.md#autospace; choices in
-docs/autospace.md).
+docs/autospace.md): the torch half, the supernet and its α training. The numpy half (config,
+mutation, tournaments, the population update) is `autospace_population.py`.
 
 No code was released; we build it from the pipeline figure. Every position keeps a *population* of
 cells (small DAGs of primitive ops, `spaces/mobile_cells.py`; an MBConv op is a one-edge cell),
@@ -26,10 +27,10 @@ from torch import Tensor
 from tqdm import tqdm
 
 from nasstudy.checkpoint import NO_CHECKPOINT, Checkpoint, capture
-from nasstudy.evolution.autospace_ops import AutoSpaceConfig, evolve_position, start_population, tournament
-from nasstudy.evolution.nse import resume_round, weight_training
+from nasstudy.evolution.autospace_population import AutoSpaceConfig, evolve_position, start_population, tournament
+from nasstudy.evolution.nse_supernet import resume_round, weight_training
 from nasstudy.spaces.mobile import MobileSpace, Supernet, position_shapes
-from nasstudy.spaces.mobile_ops import check_op, position_cost
+from nasstudy.spaces.mobile_blocks import check_op, position_cost
 from nasstudy.tracking import Tracker, log_epoch
 from nasstudy.training import ClsData, MixedPrecision, finite_loss, iterate_batches, recal_subset, score_arch
 
