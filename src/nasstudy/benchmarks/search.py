@@ -1,4 +1,5 @@
-"""bench_search: one search method, a few seeds one after another, against a lookup table (NAS-Bench-201 style).
+"""Rule `bench_search` (workflow/bench/nb201.smk): one search method, a few seeds one after another,
+against a lookup table (NAS-Bench-201 style).
 
 A job runs the seeds in `runs` (`seeds_per_job` of them from `first`): the search itself takes milliseconds to
 seconds, so one job per seed would spend most of its time starting Python, torch and MLflow. Each
@@ -32,7 +33,7 @@ from nasstudy.spaces import make_space
 from nasstudy.tracking import Tracker
 from nasstudy.utils import atomic_write_bytes, make_rng, seed_torch, write_json
 
-STAGE = "bench_search"
+STAGE = "bench_search"  # the rule's name: every seed derives from it (the module moved, the seeds did not)
 BATCH = 10  # archs per ask for a method that is not sequential
 HISTORY_COLUMNS = ("query", "arch", "search_acc", "report_acc", "best_search_acc", "pick_report_acc")
 
