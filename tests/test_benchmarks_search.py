@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
+from nasstudy import search_loop
 from nasstudy.benchmarks import search, summary
 from nasstudy.evaluators import STALL_REPEATS
 from nasstudy.methods.rea import RegularizedEvolution
@@ -94,7 +95,7 @@ def test_sequential_rea_is_asked_one_at_a_time_and_its_repeats_are_free(tmp_path
     assert r["asks"] > r["queries"]  # some children were repeats ...
     assert len(out["history"]) == r["queries"] == r["found_at"]  # ... not charged
     run_one(tmp_path, "weaknas", {"budget": 60, "params": {"top_m": 20}})
-    assert set(sizes["weaknas"]) == {search.BATCH}
+    assert set(sizes["weaknas"]) == {search_loop.BATCH}
 
 
 def test_a_stalled_run_is_recorded_with_its_queries(tmp_path: Path) -> None:
