@@ -2,11 +2,11 @@
 
     python benchmarks/bench_methods_nb201.py --methods rea relativenas --seeds 100
 
-Runs `stages/bench_search.py`'s search for each (method, seed) with the method specs of
+Runs `nasstudy.benchmarks.search`'s search for each (method, seed) with the method specs of
 params/bench-nb201.yaml (or `--params`) in this process, then prints the summary row per
-method that `stages/bench_summary.py` would write (found, stalled, mean/median queries, s/run) and
+method that `nasstudy.benchmarks.summary` would write (found, stalled, mean/median queries, s/run) and
 writes it to benchmarks/results/methods_nb201.json. A quick check of one method's mechanics before
-the full benchmark (workflow/bench_nb201.smk).
+the full benchmark (workflow/bench/nb201.smk).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def main() -> None:
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT / "src"))
     from nasstudy import config as nasconfig
-    from nasstudy.stages import bench_search, bench_summary
+    from nasstudy.benchmarks import search, summary
 
     params = nasconfig.validate(nasconfig.read_yaml(args.params), "bench")
     params["table"] = str((ROOT / params["table"]).resolve())  # relative to the repo root, as Snakemake reads it
@@ -44,10 +44,10 @@ def main() -> None:
         results, timings = [], []
         start = time.perf_counter()
         for run in range(args.first, args.first + args.seeds):
-            _, result, seconds = bench_search.search_one({**params, "methods": {method: spec}}, method, run)
+            _, result, seconds = search.search_one({**params, "methods": {method: spec}}, method, run)
             results.append(result)
             timings.append({"run": run, "seconds": seconds})
-        (row,) = bench_summary.summarise(results, timings, list(params["budgets"]))
+        (row,) = summary.summarise(results, timings, list(params["budgets"]))
         row["spec"], row["wall_seconds"] = spec, round(time.perf_counter() - start, 1)
         rows.append(row)
         keys = ("found", "stalled", "stalled_queries_mean", "queries_mean", "queries_median",

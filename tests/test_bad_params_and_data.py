@@ -121,7 +121,7 @@ def test_plain_snakemake_configfile_with_repeated_keys_is_refused(tmp_path: Path
     assert not (project / "results").exists()
 
 
-@pytest.mark.parametrize("workflow", ["bench_nb201.smk", "bench_space_nb201.smk"])
+@pytest.mark.parametrize("workflow", ["bench/nb201.smk", "bench/space_nb201.smk"])
 def test_bench_workflow_configfile_with_repeated_keys_is_refused(tmp_path: Path, workflow: str) -> None:
     """The benchmark workflows re-read their --configfile with nasstudy's loader too."""
     project = make_project(tmp_path)

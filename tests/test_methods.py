@@ -45,7 +45,7 @@ def test_registry_resolves_every_method():
 def test_table_methods_import_no_torch():
     """random, rea and relativenas against a table must not pay torch's import (a second per bench job)."""
     code = (
-        "import sys; from nasstudy.methods import method_class; from nasstudy.stages import bench_search; "
+        "import sys; from nasstudy.methods import method_class; from nasstudy.benchmarks import search; "
         "[method_class(m) for m in ('random', 'rea', 'relativenas')]; print('torch' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -29,25 +29,6 @@ def test_stage_params_do_not_depend_on_key_order() -> None:
     assert repr(a) == repr(b)
 
 
-def test_code_hash_changes_with_the_code(tmp_path, monkeypatch) -> None:
-    for name in pipeline.COMMON_CODE:
-        (tmp_path / name).write_text("")
-    (tmp_path / "stages").mkdir()
-    (tmp_path / "stages" / "x.py").write_text("x = 1\n")
-    monkeypatch.setattr(pipeline, "PACKAGE_ROOT", tmp_path)
-    before = pipeline.code_hash("stages")
-    assert before == pipeline.code_hash("stages")
-    (tmp_path / "stages" / "x.py").write_text("x = 2\n")
-    assert pipeline.code_hash("stages") != before
-    (tmp_path / "other.py").write_text("unrelated\n")
-    assert pipeline.code_hash("stages") == pipeline.code_hash("stages")
-
-
-def test_code_hash_refuses_a_missing_path() -> None:
-    with pytest.raises(FileNotFoundError, match="stages/moved_away.py"):
-        pipeline.code_hash("stages/moved_away.py")
-
-
 def toy_package(root: Path) -> None:
     """A stage that reaches helper.py through lib/ (a function-level import) and names methods/b.py
     in a registry string; unrelated.py is reached by nothing."""
@@ -96,6 +77,25 @@ def test_each_rule_hashes_its_own_stage_module() -> None:
         for rule, body in re.findall(r"^rule (\w+):\n(.*?)(?=^\S|\Z)", smk.read_text(), re.M | re.S):
             assert f'code=stage_code("{rule}")' in body, f"{smk.name}: rule {rule}"
             assert pipeline.module_file(f"nasstudy.stages.{rule}") is not None
+
+
+def test_each_benchmark_rule_names_and_hashes_its_stage_module() -> None:
+    """Benchmark rules (workflow/bench/*.smk) name their module in nasstudy.benchmarks (`stage=`, what the
+    runner imports) and hash that very module's import closure."""
+    from nasstudy.runner import stage_module
+
+    found = 0
+    for smk in sorted((PROJECT_ROOT / "workflow" / "bench").glob("*.smk")):
+        for rule, body in re.findall(r"^rule (\w+):\n(.*?)(?=^\S|\Z)", smk.read_text(), re.M | re.S):
+            if rule == "all":
+                continue
+            (module,) = re.findall(r'stage="(nasstudy\.benchmarks\.\w+)"', body)
+            assert f'code=pipeline.module_code("{module}")' in body, f"{smk.name}: rule {rule}"
+            assert pipeline.module_file(module) is not None
+            assert stage_module(rule, type("Params", (), {"stage": module})) == module
+            found += 1
+    assert found == 4
+    assert stage_module("search", object()) == "nasstudy.stages.search"  # study rules: no `stage` param
 
 
 def test_dvc_stages_for_lists_only_finished_phases_of_the_study(tmp_path) -> None:

@@ -21,7 +21,6 @@ from nasstudy.project import dvc_executable
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
 PACKAGE = "nasstudy"
-COMMON_CODE = ("utils.py", "tracking.py", "checkpoint.py")  # code_hash's (bench rules); stage_code follows imports
 MODULE_STRING = re.compile(r"nasstudy(\.\w+)+(:\w+)?")  # a module named in a string (a lazy registry)
 
 
@@ -48,27 +47,15 @@ def sorted_keys(obj: object) -> object:
     return obj
 
 
-def code_hash(*paths: str) -> str:
-    """A short hash of the package files under `paths` (files or folders, relative to src/nasstudy) and
-    COMMON_CODE. A path that does not exist raises: a moved file must not quietly weaken reruns."""
-    files = []
-    for rel in (*COMMON_CODE, *paths):
-        target = PACKAGE_ROOT / rel
-        if not target.exists():
-            raise FileNotFoundError(f"code_hash: no {rel} in {PACKAGE_ROOT}")
-        files += sorted(target.rglob("*.py")) if target.is_dir() else [target]
-    return files_hash(files)
-
-
 def stage_code(rule: str) -> str:
-    """The code hash of rule `rule`: its stage module nasstudy.stages.<rule> (what the runner imports)
+    """The code hash of study rule `rule`: its stage module nasstudy.stages.<rule> (what the runner imports)
     and every nasstudy module that module reaches (`import_closure`), so an edit to any of them, even
     one imported indirectly, reruns the rule and an edit elsewhere does not."""
     return module_code(f"{PACKAGE}.stages.{rule}")
 
 
 def module_code(module: str) -> str:
-    """The code hash of nasstudy module `module` and its import closure."""
+    """The code hash of nasstudy module `module` and its import closure (a benchmark rule's `stage`)."""
     return files_hash(import_closure(module))
 
 
@@ -227,7 +214,6 @@ def dvc_commit(config: dict, workdir: Path | None = None, artifacts: list[str] |
 __all__ = [
     "PROJECT_ROOT",
     "stage_params",
-    "code_hash",
     "stage_code",
     "module_code",
     "import_closure",

@@ -1,7 +1,9 @@
 """Runs one stage for one Snakemake job: the job's log file, its MLflow child run, its seed.
 
 Every rule calls workflow/scripts/run_stage.py, which hands its `snakemake` object here; the
-stage module `nasstudy.stages.<rule>` does the work through its `run(...)` function.
+stage module does the work through its `run(...)` function: the one the rule names in its `stage`
+param (the benchmark rules: `nasstudy.benchmarks.<name>`), else `nasstudy.stages.<rule>` (the study's
+rules, where the rule's name is its module's).
 """
 
 from __future__ import annotations
@@ -45,8 +47,13 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def stage_module(rule: str, params: object) -> str:
+    """The module that runs rule `rule`: its `stage` param where it has one, else nasstudy.stages.<rule>."""
+    return getattr(params, "stage", None) or f"nasstudy.stages.{rule}"
+
+
 def run_job(smk) -> None:
-    """Call `nasstudy.stages.<rule>.run` with the job's files, params and wildcards, tracked in MLflow."""
+    """Call the rule's stage module's `run` with the job's files, params and wildcards, tracked in MLflow."""
     from nasstudy import mlflow_tracking
     from nasstudy.checkpoint import job_checkpoint
     from nasstudy.run_guard import error_line, stop_on_signal
@@ -58,7 +65,7 @@ def run_job(smk) -> None:
     inputs, outputs = named(smk.input), named(smk.output)
     wildcards = {k: str(v) for k, v in smk.wildcards.items()}
     params = smk.params.cfg
-    stage = importlib.import_module(f"nasstudy.stages.{rule}")
+    stage = importlib.import_module(stage_module(rule, smk.params))
     forked = os.environ.get("NASSTUDY_FORKED_FROM")  # nasstudy.zygote's worker
     print(f"[nasstudy] {rule} {wildcards} starting" + (f" (forked from {forked})" if forked else ""), flush=True)
     # Every job notes its start (the crash drill reads it); long ones also get their checkpoint.

@@ -1,16 +1,18 @@
 """Stage `search`: one search method in one space, scored by the space's warmed-up supernet.
 
-Asks and tells in batches (one arch at a time for a sequential method such as REA); an arch told
-again is answered from the evaluator's cache and costs no query, so the budget counts distinct
-archs and history.csv has one row per query. After every `BATCH` queries the method's state goes to
-`state.json`, so a crashed job started again with the same inputs and knobs continues where it
-stopped (the supernet scores an arch the same way every time, so a resumed search ends exactly as
-an uninterrupted one).
+Asks and tells through the ask/tell loop the table benchmark uses too (nasstudy.search_loop): in
+batches, one arch at a time for a sequential method such as REA; an arch told again is answered from
+the evaluator's cache and costs no query, so the budget counts distinct archs and history.csv has one
+row per query. After every `search_loop.BATCH` queries the method's state goes to `state.json`, so a
+crashed job started again with the same inputs and knobs continues where it stopped (the supernet
+scores an arch the same way every time, so a resumed search ends exactly as an uninterrupted one).
 
 RelativeNAS with `joint` knobs learns jointly with the supernet, as in its paper: each pair's two
 members train a copy of the shared weights along their own paths for `joint.steps` batches, are
 validated, and the merged weights go back into the supernet before the next pair. Its state.json
-then also holds the supernet weights and the batch-order generator, saved after every pair.
+then also holds the supernet weights and the batch-order generator, saved after every pair. It keeps
+its own loop (`search_jointly`): a pair is trained before it is scored, so a repeat is scored again
+and charged, and the shared weights change with every tell (no evaluator cache, no batches).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from nasstudy import search_loop
 from nasstudy.checkpoint import NO_CHECKPOINT, Checkpoint
 from nasstudy.evaluators import Evaluator, SupernetEvaluator
 from nasstudy.methods import SearchMethod, make_method
@@ -32,7 +35,6 @@ from nasstudy.tracking import Tracker, log_cost
 from nasstudy.utils import atomic_write_bytes, file_md5, make_rng, read_json, replicate_names, seed_torch, write_json
 
 STAGE = "search"
-BATCH = 10  # archs per ask/tell round (1 for a sequential method); queries between state.json writes
 HISTORY_COLUMNS = ["query", "arch", "acc", "loss", "flops", "params", "best_acc"]
 
 
@@ -87,23 +89,16 @@ def run(
     for q, best_acc in enumerate(best_so_far(method), start=1):  # this run's curve is complete too
         tracker.log_metric("best_acc", best_acc, step=q)
 
-    ask_size = 1 if method.sequential else BATCH
-    saved = resumed
-    with tqdm(
-        total=budget, initial=resumed, desc=f"search {space_name}/{method_name}", file=sys.stderr, mininterval=5
-    ) as bar:
-        while evaluator.queries < budget and not evaluator.stalled():
-            before = evaluator.queries
-            archs = method.ask(min(ask_size, budget - evaluator.queries))
-            method.tell(archs, [evaluator.evaluate(a) for a in archs])  # a repeat: from the cache, free
-            curve = best_so_far(method)
-            for q in range(before, evaluator.queries):
-                tracker.log_metric("best_acc", curve[q], step=q + 1)
-            if evaluator.queries - saved >= BATCH or evaluator.queries >= budget or evaluator.stalled():
-                write_json(state_path, {"run": run_key, "method": method.state_dict()})
-                checkpoint.event("save", f"{evaluator.queries}/{budget} queries")
-                saved = evaluator.queries
-            bar.update(evaluator.queries - before)
+    def told(new: list[search_loop.Query]) -> None:
+        curve = best_so_far(method)
+        for query in new:
+            tracker.log_metric("best_acc", curve[query.number - 1], step=query.number)
+
+    def save() -> None:
+        write_json(state_path, {"run": run_key, "method": method.state_dict()})
+        checkpoint.event("save", f"{evaluator.queries}/{budget} queries")
+
+    search_loop.search(method, evaluator, budget, f"search {space_name}/{method_name}", told=told, save=save)
     if evaluator.stalled():
         print(f"[search] {method_name} proposed only seen archs: stopped after {evaluator.queries} queries",
               file=sys.stderr)  # fmt: skip

@@ -1,4 +1,5 @@
-"""bench_space_evolution: one space-evolution method, one seed, on nb201 with a lookup table.
+"""Rule `bench_space_evolution` (workflow/bench/space_nb201.smk): one space-evolution method, one
+seed, on nb201 with a lookup table.
 
 Starts from a deliberately poor subspace (`space.initial_ops`) that must not hold any arch with
 the table's best reported value, runs `generations` generations of `table_evolution`, and writes
@@ -23,7 +24,7 @@ from nasstudy.spaces.nb201 import Nb201Space, arch_string, initial_state
 from nasstudy.tracking import Tracker
 from nasstudy.utils import atomic_write_bytes, make_rng, write_json
 
-STAGE = "bench_space_evolution"
+STAGE = "bench_space_evolution"  # the rule's name: every seed derives from it
 HISTORY_COLUMNS = [
     "gen", "subspace", "best_test", "mean_test", "elite_search", "elite_test", "queries_this_gen", "queries_total",
 ]  # fmt: skip

@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 import yaml
 
+from nasstudy import search_loop
+from nasstudy.benchmarks import search, summary
 from nasstudy.evaluators import STALL_REPEATS
 from nasstudy.methods.rea import RegularizedEvolution
 from nasstudy.methods.weaknas import WeakNAS
 from nasstudy.spaces.nb201 import arch_string
-from nasstudy.stages import bench_search, bench_summary
 from nasstudy.tracking import MemoryTracker
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,7 +49,7 @@ def bench_params(table: Path, methods: dict) -> dict:
 
 
 def run_job(tmp_path: Path, method: str, spec: dict, runs: list[int]) -> dict:
-    """One bench_search job (the seeds in `runs`): its output paths."""
+    """One benchmark search job (the seeds in `runs`): its output paths."""
     table = tmp_path / "table.csv"
     if not table.exists():
         tmp_path.mkdir(parents=True, exist_ok=True)
@@ -56,7 +57,7 @@ def run_job(tmp_path: Path, method: str, spec: dict, runs: list[int]) -> dict:
     out = {k: tmp_path / method / f"seeds-{runs[0]}" / f"{k}.{ext}"
            for k, ext in (("history", "csv"), ("results", "json"), ("timings", "json"))}  # fmt: skip
     params = {**bench_params(table, {method: spec}), "runs": runs}
-    bench_search.run({}, out, params, {"method": method, "first": str(runs[0])}, MemoryTracker())
+    search.run({}, out, params, {"method": method, "first": str(runs[0])}, MemoryTracker())
     return out
 
 
@@ -94,7 +95,7 @@ def test_sequential_rea_is_asked_one_at_a_time_and_its_repeats_are_free(tmp_path
     assert r["asks"] > r["queries"]  # some children were repeats ...
     assert len(out["history"]) == r["queries"] == r["found_at"]  # ... not charged
     run_one(tmp_path, "weaknas", {"budget": 60, "params": {"top_m": 20}})
-    assert set(sizes["weaknas"]) == {bench_search.BATCH}
+    assert set(sizes["weaknas"]) == {search_loop.BATCH}
 
 
 def test_a_stalled_run_is_recorded_with_its_queries(tmp_path: Path) -> None:
@@ -110,10 +111,10 @@ def test_a_stalled_run_is_recorded_with_its_queries(tmp_path: Path) -> None:
         {"method": "m", "budget": 729, "queries": 40, "stop": "found", "found_at": 40,
          "found_at_or_predicted": 40, "pick_report_acc_at": {}},
     ]  # fmt: skip
-    (row,) = bench_summary.summarise(results, [{"seconds": 1.0}] * 3, [])
+    (row,) = summary.summarise(results, [{"seconds": 1.0}] * 3, [])
     assert (row["found"], row["missed"], row["stalled"]) == (1, 2, 1)
     assert row["stalled_queries_mean"] == r["queries"]
-    md = bench_summary.markdown([row], [], {"study": "s", "table": "t", "search_metric": "a", "report_metric": "b"})
+    md = summary.markdown([row], [], {"study": "s", "table": "t", "search_metric": "a", "report_metric": "b"})
     assert f"| 1/3 | 1 ({r['queries']:g}) |" in md
 
 
@@ -148,7 +149,7 @@ def test_summary_counts_misses_and_gives_both_counts(tmp_path: Path) -> None:
         {"method": "m", "budget": 10, "found_at": 4, "found_at_or_predicted": 2, "pick_report_acc_at": {"5": 1.0}},
         {"method": "m", "budget": 10, "found_at": None, "found_at_or_predicted": 8, "pick_report_acc_at": {"5": 3.0}},
     ]
-    rows = bench_summary.summarise(results, [{"seconds": 1.0}, {"seconds": 3.0}], [5])
+    rows = summary.summarise(results, [{"seconds": 1.0}, {"seconds": 3.0}], [5])
     row = rows[0]
     assert (row["found"], row["missed"], row["queries_mean"]) == (1, 1, 4.0)
     assert row["queries_mean_with_misses"] == 7.5  # the miss counts as budget + 1
@@ -166,14 +167,14 @@ def test_benchmark_target_runs_every_method_and_seed(tmp_path: Path) -> None:
                           "weaknas": {"budget": 200, "params": {"top_m": 20}}}}  # fmt: skip
     (tmp_path / "bench.yaml").write_text(yaml.safe_dump(params))
     out = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-s", str(ROOT / "workflow" / "bench_nb201.smk"), "--cores", "2",
+        [sys.executable, "-m", "snakemake", "-s", str(ROOT / "workflow" / "bench" / "nb201.smk"), "--cores", "2",
          "--configfile", str(tmp_path / "bench.yaml")],
         cwd=tmp_path, capture_output=True, text=True,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
-    summary = list(csv.DictReader(open(tmp_path / "results/tinybench/summary.csv")))
-    assert [r["method"] for r in summary] == ["random", "rea", "weaknas"]
-    assert all(r["runs"] == "3" for r in summary)
+    rows = list(csv.DictReader(open(tmp_path / "results/tinybench/summary.csv")))
+    assert [r["method"] for r in rows] == ["random", "rea", "weaknas"]
+    assert all(r["runs"] == "3" for r in rows)
     assert (tmp_path / "results/tinybench/curves.png").stat().st_size > 1000
     jobs = sorted(p.parent.relative_to(tmp_path / "results/tinybench/runs").as_posix()
                   for p in (tmp_path / "results/tinybench/runs").rglob("results.json"))  # fmt: skip

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from nasstudy import config as nasconfig
+from nasstudy.benchmarks import space_evolution, space_summary
 from nasstudy.evaluators import TableEvaluator
 from nasstudy.evolution.table_evolution import (
     GENERATIONS,
@@ -25,7 +26,6 @@ from nasstudy.evolution.table_evolution import (
     random_subspace_generation,
 )
 from nasstudy.spaces.nb201 import OPS, arch_string, initial_state
-from nasstudy.stages import bench_space_evolution, bench_space_summary
 from nasstudy.tracking import MemoryTracker
 from nasstudy.utils import make_rng
 
@@ -153,7 +153,7 @@ def test_a_run_is_reproducible_from_its_seed(table: Path, method: str) -> None:
 
     def trajectory(run: int) -> list:
         ev, state = evaluator(table), initial_state(SPACE)
-        rng = make_rng(0, bench_space_evolution.STAGE, method, run)
+        rng = make_rng(0, space_evolution.STAGE, method, run)
         out = []
         for _ in range(6):
             result = GENERATIONS[method](state, SPACE, ev, cfg, rng)
@@ -191,7 +191,7 @@ def params(table: Path, generations: int = 8) -> dict:
 
 def run_one(tmp: Path, table: Path, method: str, run: int = 0) -> dict:
     out = {"history": tmp / method / str(run) / "history.csv", "result": tmp / method / str(run) / "result.json"}
-    bench_space_evolution.run({}, out, params(table), {"method": method, "run": str(run)}, MemoryTracker())
+    space_evolution.run({}, out, params(table), {"method": method, "run": str(run)}, MemoryTracker())
     return out
 
 
@@ -216,7 +216,7 @@ def test_stage_writes_history_and_is_deterministic(tmp_path: Path, table: Path, 
 def test_stage_refuses_a_start_that_holds_the_optimum(tmp_path: Path, table: Path) -> None:
     p = {**params(table), "space": {"name": "nb201", "initial_ops": ["nor_conv_3x3", "none"]}}
     with pytest.raises(ValueError, match="holds the optimum"):
-        bench_space_evolution.run({}, {"history": tmp_path / "h", "result": tmp_path / "r"}, p,
+        space_evolution.run({}, {"history": tmp_path / "h", "result": tmp_path / "r"}, p,
                                   {"method": "nse", "run": "0"}, MemoryTracker())  # fmt: skip
 
 
@@ -227,7 +227,7 @@ def test_summary_counts_the_seeds_that_reached() -> None:
         {"method": "m", "reached_at_generation": None, "queries_to_reach": None, "final_best_test": 88.0,
          "final_elite_test": 87.0, "queries_total": 70},
     ]  # fmt: skip
-    rows = bench_space_summary.summarise(results, [np.array([80.0, 90.0, 94.0]), np.array([80.0, 90.0, 88.0])])
+    rows = space_summary.summarise(results, [np.array([80.0, 90.0, 94.0]), np.array([80.0, 90.0, 88.0])])
     r = rows[0]
     assert (r["runs"], r["reached"], r["queries_mean"], r["generations_median"]) == (2, 1, 30.0, 2.0)
     assert r["best_test_mean"] == [80.0, 90.0, 91.0] and r["queries_total_mean"] == 60.0
@@ -239,7 +239,7 @@ def test_space_benchmark_target_runs_every_method_and_seed(tmp_path: Path, table
     cfg = {**params(table, generations=2), "study": "tinyspace", "seeds": 2}
     (tmp_path / "bench.yaml").write_text(yaml.safe_dump(cfg))
     out = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-s", str(ROOT / "workflow" / "bench_space_nb201.smk"), "--cores", "2",
+        [sys.executable, "-m", "snakemake", "-s", str(ROOT / "workflow" / "bench" / "space_nb201.smk"), "--cores", "2",
          "--configfile", str(tmp_path / "bench.yaml")],
         cwd=tmp_path, capture_output=True, text=True,
     )  # fmt: skip

@@ -1,5 +1,5 @@
 # Tabular benchmark: every search method x seeds against a NAS-Bench-201-style lookup table.
-#   snakemake -s workflow/bench_nb201.smk --cores all [--configfile params/my-bench.yaml]
+#   snakemake -s workflow/bench/nb201.smk --cores all [--configfile params/my-bench.yaml]
 # Each job runs one method on `seeds_per_job` seeds: Snakemake runs them in parallel and resumes after a crash.
 import sys
 
@@ -11,7 +11,7 @@ from nasstudy import pipeline
 try:
     nasconfig.recheck_files(workflow.configfiles)  # repeated keys, aliases: refused
     if not config:
-        config.update(nasconfig.read_yaml(f"{workflow.basedir}/../params/bench-nb201.yaml"))
+        config.update(nasconfig.read_yaml(f"{workflow.basedir}/../../params/bench-nb201.yaml"))
     config.update(nasconfig.validate(dict(config), "bench"))
 except nasconfig.ParamsError as err:
     print(f"params error: {err}", file=sys.stderr)
@@ -20,7 +20,7 @@ except nasconfig.ParamsError as err:
 RES = f"results/{config['study']}"
 FIRSTS = range(0, config["seeds"], config["seeds_per_job"])  # the first seed of each job
 METHODS = list(config["methods"])
-RUNNER = "scripts/run_stage.py"
+RUNNER = "../scripts/run_stage.py"  # relative to this file
 
 
 wildcard_constraints:
@@ -65,9 +65,8 @@ rule bench_search:
             methods={w.method: config["methods"][w.method]},
             runs=list(range(int(w.first), min(int(w.first) + config["seeds_per_job"], config["seeds"]))),
         ),
-        code=pipeline.code_hash(
-            "stages/bench_search.py", "methods", "evaluators.py", "spaces/nb201.py", "spaces/nb201_cell.py"
-        ),
+        stage="nasstudy.benchmarks.search",
+        code=pipeline.module_code("nasstudy.benchmarks.search"),
     log:
         f"logs/{config['study']}/bench_search/{{method}}/seeds-{{first}}.log",
     threads: 1
@@ -87,7 +86,8 @@ rule bench_summary:
         curves_plot=f"{RES}/curves.png",
     params:
         cfg=pipeline.stage_params(config, "budgets", "search_metric", "report_metric", table=config["table"]),
-        code=pipeline.code_hash("stages/bench_summary.py"),
+        stage="nasstudy.benchmarks.summary",
+        code=pipeline.module_code("nasstudy.benchmarks.summary"),
     log:
         f"logs/{config['study']}/bench_summary.log",
     threads: 1

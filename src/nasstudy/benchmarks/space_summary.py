@@ -1,4 +1,5 @@
-"""bench_space_summary: per method, how many seeds' subspaces came within the tolerance of the optimum.
+"""Rule `bench_space_summary` (workflow/bench/space_nb201.smk): per method, how many seeds'
+subspaces came within the tolerance of the optimum.
 
 Misses are counted, not dropped: generations and queries to get there are given over the seeds
 that did. The oracle best-in-subspace test accuracy per generation is summarised as mean and

@@ -1,4 +1,5 @@
-"""bench_summary: per method, how many queries until the best arch is found, and what it picks.
+"""Rule `bench_summary` (workflow/bench/nb201.smk): per method, how many queries until the best
+arch is found, and what it picks.
 
 Runs that never find the target within their budget are counted and shown, not dropped: the mean
 and median are given over the runs that found it, and a lower bound of the mean counting every

@@ -1,4 +1,5 @@
-"""bench_search: one search method, a few seeds one after another, against a lookup table (NAS-Bench-201 style).
+"""Rule `bench_search` (workflow/bench/nb201.smk): one search method, a few seeds one after another,
+against a lookup table (NAS-Bench-201 style).
 
 A job runs the seeds in `runs` (`seeds_per_job` of them from `first`): the search itself takes milliseconds to
 seconds, so one job per seed would spend most of its time starting Python, torch and MLflow. Each
@@ -7,9 +8,10 @@ how the seeds are grouped into jobs.
 
 Counts the queries until an arch with the best search-metric value is queried (ties count as
 found) and, for methods with a predictor (WeakNAS), also until the predictor's top-1 is such an
-arch, which the authors count as found without charging a query. A sequential method (REA,
-RelativeNAS) is asked one arch at a time, so each proposal sees every result before it; the others
-are asked `BATCH` at a time. A repeat is a free table lookup: told to the method, never charged.
+arch, which the authors count as found without charging a query. The ask/tell loop is the study
+search's (nasstudy.search_loop): a sequential method (REA, RelativeNAS) is asked one arch at a time,
+so each proposal sees every result before it, the others `search_loop.BATCH` at a time; a repeat is
+a free table lookup: told to the method, never charged.
 The run stops (`stop` in result.json) once the target is `found` (both ways), the `budget` is
 spent, or the method `stalled` (only repeats, `STALL_REPEATS` in a row: no unseen proposals left).
 What a method would pick at each budget is the arch with the best search metric so far, and its
@@ -24,16 +26,14 @@ import sys
 import time
 from pathlib import Path
 
-from tqdm import tqdm
-
+from nasstudy import search_loop
 from nasstudy.evaluators import TableEvaluator
 from nasstudy.methods import make_method
 from nasstudy.spaces import make_space
 from nasstudy.tracking import Tracker
 from nasstudy.utils import atomic_write_bytes, make_rng, seed_torch, write_json
 
-STAGE = "bench_search"
-BATCH = 10  # archs per ask for a method that is not sequential
+STAGE = "bench_search"  # the rule's name: every seed derives from it (the module moved, the seeds did not)
 HISTORY_COLUMNS = ("query", "arch", "search_acc", "report_acc", "best_search_acc", "pick_report_acc")
 
 
@@ -57,38 +57,28 @@ def search_one(params: dict, method_name: str, run_seed: int) -> tuple[list[tupl
         seed_torch(params["seed"], STAGE, method_name, run_seed, threads=params["threads"])
     report = params["report_metric"]
 
-    rows, best_search, pick_report = [], float("-inf"), float("nan")
     found_at = found_pred_at = None
-    asks, start = 0, time.perf_counter()
     has_predictor = hasattr(method, "predicted_best")
-    ask_size = 1 if method.sequential else BATCH
 
     def done() -> bool:
         return found_at is not None and (found_pred_at is not None or not has_predictor)
 
-    with tqdm(total=budget, desc=f"{method_name} #{run_seed}", file=sys.stderr, mininterval=5) as bar:
-        while evaluator.queries < budget and not done() and not evaluator.stalled():
-            archs = method.ask(min(ask_size, budget - evaluator.queries))
-            asks += len(archs)
-            metrics = []
-            for arch in archs:
-                before = evaluator.queries
-                m = evaluator.evaluate(arch)
-                metrics.append(m)
-                if evaluator.queries == before:
-                    continue  # a repeat: free, not a new query
-                row = evaluator.rows[space.to_string(arch)]
-                if m["acc"] > best_search:
-                    best_search, pick_report = m["acc"], float(row[report])
-                if found_at is None and tuple(arch) in goal:
-                    found_at = evaluator.queries
-                rows.append((evaluator.queries, space.to_string(arch), m["acc"], float(row[report]), best_search,
-                             pick_report))  # fmt: skip
-                bar.update(1)
-            method.tell(archs, metrics)
-            predicted = method.predicted_best() if has_predictor else None
-            if found_pred_at is None and predicted is not None and tuple(predicted) in goal:
-                found_pred_at = evaluator.queries
+    def told(new: list[search_loop.Query]) -> None:
+        nonlocal found_at, found_pred_at
+        if found_at is None:
+            found_at = next((q.number for q in new if tuple(q.arch) in goal), None)
+        predicted = method.predicted_best() if has_predictor else None
+        if found_pred_at is None and predicted is not None and tuple(predicted) in goal:
+            found_pred_at = evaluator.queries
+
+    start = time.perf_counter()
+    searched = search_loop.search(method, evaluator, budget, f"{method_name} #{run_seed}", stop=done, told=told)
+    rows, best_search, pick_report = [], float("-inf"), float("nan")
+    for q in searched.queries:
+        row = evaluator.rows[space.to_string(q.arch)]
+        if q.metrics["acc"] > best_search:
+            best_search, pick_report = q.metrics["acc"], float(row[report])
+        rows.append((q.number, space.to_string(q.arch), q.metrics["acc"], float(row[report]), best_search, pick_report))
     stop = "found" if done() else "stalled" if evaluator.stalled() else "budget"
     seconds = time.perf_counter() - start
     found = [x for x in (found_at, found_pred_at) if x is not None]
@@ -98,7 +88,7 @@ def search_one(params: dict, method_name: str, run_seed: int) -> tuple[list[tupl
         "run": run_seed,
         "budget": budget,
         "queries": evaluator.queries,
-        "asks": asks,
+        "asks": searched.asks,
         "stop": stop,
         "targets": len(goal),
         "found_at": found_at,

@@ -1,5 +1,5 @@
 # Space evolution on NAS-Bench-201 by table: NSE, AutoSpace-elite and a random-subspace baseline x seeds.
-#   snakemake -s workflow/bench_space_nb201.smk --cores all [--configfile params/my-bench-space.yaml]
+#   snakemake -s workflow/bench/space_nb201.smk --cores all [--configfile params/my-bench-space.yaml]
 # Each (method, seed) is its own job (an MLflow child run); the summary plots best-in-subspace per generation.
 import sys
 
@@ -11,7 +11,7 @@ from nasstudy import pipeline
 try:
     nasconfig.recheck_files(workflow.configfiles)  # repeated keys, aliases: refused
     if not config:
-        config.update(nasconfig.read_yaml(f"{workflow.basedir}/../params/bench-space-nb201.yaml"))
+        config.update(nasconfig.read_yaml(f"{workflow.basedir}/../../params/bench-space-nb201.yaml"))
     config.update(nasconfig.validate(dict(config), "bench_space"))
 except nasconfig.ParamsError as err:
     print(f"params error: {err}", file=sys.stderr)
@@ -20,7 +20,7 @@ except nasconfig.ParamsError as err:
 RES = f"results/{config['study']}"
 RUNS = range(config["seeds"])
 METHODS = list(config["methods"])
-RUNNER = "scripts/run_stage.py"
+RUNNER = "../scripts/run_stage.py"  # relative to this file
 
 
 wildcard_constraints:
@@ -63,10 +63,8 @@ rule bench_space_evolution:
             table=config["table"],
             methods={w.method: config["methods"][w.method]},
         ),
-        code=pipeline.code_hash(
-            "stages/bench_space_evolution.py", "evolution/table_evolution.py", "evolution/nse_front.py",
-            "evaluators.py", "spaces/nb201.py", "spaces/nb201_cell.py",
-        ),
+        stage="nasstudy.benchmarks.space_evolution",
+        code=pipeline.module_code("nasstudy.benchmarks.space_evolution"),
     log:
         f"logs/{config['study']}/bench_space_evolution/{{method}}/{{run}}.log",
     threads: 1
@@ -87,7 +85,8 @@ rule bench_space_summary:
         cfg=pipeline.stage_params(
             config, "search_metric", "report_metric", "generations", table=config["table"]
         ),
-        code=pipeline.code_hash("stages/bench_space_summary.py"),
+        stage="nasstudy.benchmarks.space_summary",
+        code=pipeline.module_code("nasstudy.benchmarks.space_summary"),
     log:
         f"logs/{config['study']}/bench_space_summary.log",
     threads: 1
