@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib
 import io
 import json
 import os
@@ -122,6 +123,15 @@ def config_from_params(cls: type[T], params: dict, section: str) -> T:
     if unknown:
         raise ValueError(f"unknown {section} key(s) {unknown}; allowed: {known}")
     return cls(**params)
+
+
+def resolve(registry: dict[str, str], name: str, what: str) -> Any:
+    """What `registry[name]` names ("module:attr"), imported only now, so that a job pays for the
+    imports of the one entry it runs; an unknown name raises ValueError naming it and the allowed ones."""
+    if name not in registry:
+        raise ValueError(f"unknown {what} {name!r}; allowed: {', '.join(sorted(registry))}")
+    module, attr = registry[name].split(":")
+    return getattr(importlib.import_module(module), attr)
 
 
 def save_png(fig: Any, path: str | Path, dpi: float | None = None) -> None:

@@ -27,6 +27,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from nasstudy.checkpoint import NO_CHECKPOINT, Checkpoint, capture
+from nasstudy.evolution import FRONT_COLUMNS, RoundFiles, SpaceEvolution, rounded
 from nasstudy.evolution.autospace_population import AutoSpaceConfig, evolve_position, start_population, tournament
 from nasstudy.evolution.nse_supernet import resume_round, weight_training
 from nasstudy.spaces.mobile import MobileSpace, Supernet, position_shapes
@@ -34,7 +35,16 @@ from nasstudy.spaces.mobile_blocks import check_op, position_cost
 from nasstudy.tracking import Tracker, log_epoch
 from nasstudy.training import ClsData, MixedPrecision, finite_loss, iterate_batches, recal_subset, score_arch
 
-__all__ = ["AutoSpaceConfig", "AutoSpaceResult", "FlopsModel", "autospace_round", "budget_penalty", "references"]
+__all__ = [
+    "AUTOSPACE",
+    "AutoSpaceConfig",
+    "AutoSpaceResult",
+    "FlopsModel",
+    "autospace_round",
+    "budget_penalty",
+    "references",
+    "round_files",
+]
 
 FITNESS_COLUMNS = ["position", "op", "fitness", "status", "alpha", "picks", "active", "parent"]
 ADAM_BETAS = (0.5, 0.999)  # DARTS' architecture optimiser
@@ -321,3 +331,16 @@ def _score(
             }
         )
     return out
+
+
+def round_files(result: AutoSpaceResult) -> RoundFiles:
+    """front.csv: the reference and the fittest arch scored with shared weights (on_front 0: no
+    front here); op_stats.csv: every member's fitness and fate; the model file also keeps the op of
+    each α column."""
+    front = [
+        {**{k: r[k] for k in FRONT_COLUMNS[:3]}, "acc": rounded(r["acc"], 4), "on_front": 0} for r in result.scored
+    ]
+    return RoundFiles(front, result.fitness, FITNESS_COLUMNS, {"members": result.members})
+
+
+AUTOSPACE = SpaceEvolution(config=AutoSpaceConfig, run=autospace_round, files=round_files)  # EVOLUTION["autospace"]

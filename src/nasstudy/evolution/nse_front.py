@@ -47,6 +47,10 @@ class NSEConfig:
         """From the `evolution.nse` params section; an unknown key is an error, not silently ignored."""
         return config_from_params(cls, nse_params, "evolution.nse")
 
+    def to_params(self) -> dict:
+        """Every knob by name, for logging."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
 
 @dataclass
 class FrontRow:
@@ -202,6 +206,9 @@ def update_state(
         positions.append({"active": survivors + added, "queue": queue[len(added) :], "protected": survivors})
     archs = [[list(ops) for ops in r.ops] for r in front]
     return {"positions": positions, "front": archs}, stats, best
+
+
+OP_STATS_COLUMNS = ["position", "op", "alpha", "prob", "front_count", "status"]  # op_stats.csv
 
 
 def _stat(position: int, op: str, alpha: float, front_count: int, status: str) -> dict:

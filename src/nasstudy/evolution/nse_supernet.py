@@ -55,7 +55,9 @@ from torch import Tensor
 from tqdm import tqdm
 
 from nasstudy.checkpoint import NO_CHECKPOINT, Checkpoint, capture, restore
+from nasstudy.evolution import RoundFiles, SpaceEvolution, rounded
 from nasstudy.evolution.nse_front import (
+    OP_STATS_COLUMNS,
     FrontRow,
     NSEConfig,
     pareto_mask,
@@ -79,7 +81,7 @@ from nasstudy.training import (
 
 P_MIN = 5e-4  # their clamp: p = sigmoid(α) · 0.999 + 5e-4
 
-__all__ = ["FrontRow", "NSEConfig", "NSEResult", "drop_candidates", "nse_round", "split_train"]
+__all__ = ["NSE", "FrontRow", "NSEConfig", "NSEResult", "drop_candidates", "nse_round", "round_files", "split_train"]
 
 
 @dataclass
@@ -361,3 +363,16 @@ def drop_candidates(
         if active[i][j] not in protected[i]:
             alive[i, j] = False
             drops[(int(i), int(j))] = float(step)
+
+
+def round_files(result: NSEResult) -> RoundFiles:
+    """front.csv: every scored arch, on_front 1 on the Pareto front; op_stats.csv: per-op α and fate;
+    the model file also keeps which branches were still alive."""
+    front = [
+        {"arch": r.arch, "flops": r.flops, "params": r.params, "acc": rounded(r.acc, 4), "on_front": int(r.on_front)}
+        for r in result.front
+    ]
+    return RoundFiles(front, result.op_stats, OP_STATS_COLUMNS, {"alive": torch.as_tensor(result.alive)})
+
+
+NSE = SpaceEvolution(config=NSEConfig, run=nse_round, files=round_files)  # EVOLUTION["nse"]

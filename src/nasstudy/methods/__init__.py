@@ -7,12 +7,12 @@ search with random, rea or relativenas imports no torch at all).
 
 from __future__ import annotations
 
-import importlib
 import inspect
 
 import numpy as np
 
 from nasstudy.methods.base import Arch, SearchMethod, Space
+from nasstudy.utils import resolve
 
 METHODS: dict[str, str] = {
     "random": "nasstudy.methods.random_search:RandomSearch",
@@ -25,10 +25,7 @@ METHODS: dict[str, str] = {
 
 def method_class(name: str) -> type[SearchMethod]:
     """The class of method `name`, imported now."""
-    if name not in METHODS:
-        raise ValueError(f"unknown search method {name!r}; allowed: {', '.join(sorted(METHODS))}")
-    module, cls = METHODS[name].split(":")
-    return getattr(importlib.import_module(module), cls)
+    return resolve(METHODS, name, "search method")
 
 
 def method_knobs(cls: type[SearchMethod]) -> list[str]:

@@ -1,19 +1,29 @@
-"""Spaces of the nasstudy pipeline: `make_space` picks one by `space_cfg["name"]`."""
+"""Spaces of the nasstudy pipeline: one line each in `SPACES` (like `nasstudy.methods.METHODS`).
+
+The registry names each space's class by its module path and imports it on first use, so a table
+job (nb201) never imports the mobile space's torch modules.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from nasstudy.utils import resolve
 
-def make_space(space_cfg: dict, state: dict) -> Any:
-    """The space object for a config and a space_state dict (`mobile` or `nb201`)."""
-    name = space_cfg.get("name")
-    if name == "mobile":
-        from nasstudy.spaces.mobile import MobileSpace
+SPACES: dict[str, str] = {
+    "mobile": "nasstudy.spaces.mobile:MobileSpace",
+    "nb201": "nasstudy.spaces.nb201:Nb201Space",
+}
 
-        return MobileSpace(space_cfg, state)
-    if name == "nb201":
-        from nasstudy.spaces.nb201 import Nb201Space
 
-        return Nb201Space(space_cfg, state)
-    raise ValueError(f"unknown space {name!r}: known spaces are ['mobile', 'nb201']")
+def space_class(name: str) -> type:
+    """The class of space `name`, imported now."""
+    return resolve(SPACES, name, "space")
+
+
+def make_space(space_cfg: dict, state: dict | None) -> Any:
+    """The space object for a config (its `name` picks the class) and a space_state dict."""
+    return space_class(space_cfg.get("name"))(space_cfg, state)
+
+
+__all__ = ["SPACES", "make_space", "space_class"]

@@ -12,18 +12,13 @@ import csv
 import io
 from pathlib import Path
 
-import torch
-
 from nasstudy.checkpoint import NO_CHECKPOINT, Checkpoint
-from nasstudy.evolution.autospace_supernet import FITNESS_COLUMNS, AutoSpaceConfig, AutoSpaceResult, autospace_round
-from nasstudy.evolution.nse_supernet import NSEConfig, NSEResult, nse_round
+from nasstudy.evolution import FRONT_COLUMNS, RoundResult, evolution_method, rounded
 from nasstudy.tracking import Tracker
 from nasstudy.training import MixedPrecision, load_cls, make_generator, resolve_device, save_model_file
 from nasstudy.utils import atomic_write_bytes, make_rng, read_json, seed_torch, write_json
 
 STAGE = "evolve_space"
-METHODS = ("nse", "autospace")
-FRONT_COLUMNS = ["arch", "flops", "params", "acc", "on_front"]
 
 
 def _csv_bytes(rows: list[dict], columns: list[str]) -> bytes:
@@ -34,16 +29,11 @@ def _csv_bytes(rows: list[dict], columns: list[str]) -> bytes:
     return buf.getvalue().encode()
 
 
-def _round(x: float, nd: int = 6) -> float | None:
-    """Rounded for stable bytes; NaN (an epoch without an architecture step) becomes null."""
-    return None if x != x else round(float(x), nd)
-
-
-def metrics_dict(result: NSEResult | AutoSpaceResult, method: str, gen: int) -> dict:
+def metrics_dict(result: RoundResult, method: str, gen: int) -> dict:
     """metrics.json: the round's summary plus per-epoch lists (no wall times: byte-identical reruns)."""
-    out = {k: (_round(v) if isinstance(v, float) else v) for k, v in result.summary.items()}
+    out = {k: (rounded(v) if isinstance(v, float) else v) for k, v in result.summary.items()}
     for key in result.epochs[0] if result.epochs else []:
-        out[key] = [_round(e[key]) for e in result.epochs]
+        out[key] = [rounded(e[key]) for e in result.epochs]
     out.update(method=method, gen=gen, active_per_position=[len(p["active"]) for p in result.state["positions"]])
     return out
 
@@ -59,22 +49,20 @@ def run(
     """Inputs cls_train, cls_val, space_state; outputs space_state, front, op_stats, supernet, metrics.
     The round checkpoints after every epoch; a rerun after a crash continues from the last one."""
     method, gen = wildcards["method"], int(wildcards["gen"])
-    if method not in METHODS:
-        raise ValueError(f"unknown evolution method {method!r}: known methods are {list(METHODS)}")
+    evolution = evolution_method(method)
     names = [STAGE, method, gen]
     seed, space_cfg, train_cfg = int(params["seed"]), params["space"], params["supernet"]
     knobs = params["evolution"].get(method, {})
-    cfg = NSEConfig.from_params(knobs) if method == "nse" else AutoSpaceConfig.from_params(knobs)
+    cfg = evolution.config.from_params(knobs)
     seed_torch(seed, *names, threads=int(params["threads"]))
     device = resolve_device(params["device"])
     channels_last = bool(train_cfg.get("channels_last", True))
-    tracker.log_params({f"{method}.{k}": v for k, v in (vars(cfg) if method == "nse" else cfg.to_params()).items()})
+    tracker.log_params({f"{method}.{k}": v for k, v in cfg.to_params().items()})
 
     state = read_json(inputs["space_state"])
     train = load_cls(inputs["cls_train"], device, channels_last)
     val = load_cls(inputs["cls_val"], device, channels_last)
-    round_fn = nse_round if method == "nse" else autospace_round
-    result = round_fn(
+    result = evolution.run(
         state,
         space_cfg,
         train,
@@ -92,22 +80,11 @@ def run(
     )
 
     write_json(outputs["space_state"], result.state)
+    files = evolution.files(result)
+    atomic_write_bytes(outputs["front"], _csv_bytes(files.front, FRONT_COLUMNS))
+    atomic_write_bytes(outputs["op_stats"], _csv_bytes(files.op_stats, files.op_stats_columns))
     saved = result.supernet.to_model_file()
-    if method == "nse":
-        front = [
-            {"arch": r.arch, "flops": r.flops, "params": r.params, "acc": _round(r.acc, 4), "on_front": int(r.on_front)}
-            for r in result.front
-        ]
-        stats, stat_cols = result.op_stats, ["position", "op", "alpha", "prob", "front_count", "status"]
-        saved.update(alive=torch.as_tensor(result.alive))
-    else:
-        front = [
-            {**{k: r[k] for k in FRONT_COLUMNS[:3]}, "acc": _round(r["acc"], 4), "on_front": 0} for r in result.scored
-        ]
-        stats, stat_cols = result.fitness, FITNESS_COLUMNS
-        saved.update(members=result.members)
-    atomic_write_bytes(outputs["front"], _csv_bytes(front, FRONT_COLUMNS))
-    atomic_write_bytes(outputs["op_stats"], _csv_bytes(stats, stat_cols))
+    saved.update(files.model)
     saved.update(alpha=result.alpha.clone(), gen=gen, method=method)
     save_model_file(saved, outputs["supernet"])
     metrics = metrics_dict(result, method, gen)

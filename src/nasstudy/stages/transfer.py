@@ -21,12 +21,11 @@ import numpy as np
 from nasstudy.checkpoint import NO_CHECKPOINT, Checkpoint
 from nasstudy.tracking import Tracker
 from nasstudy.training import MEAN, STD, MixedPrecision, resolve_device
+from nasstudy.transfer import transfer_task
 from nasstudy.transfer.backbone import load_retrained
 from nasstudy.utils import corrupt, make_rng, seed_torch, write_json
 
 STAGE = "transfer"
-TASKS = ("detection", "segmentation")
-PER_CLASS_PREFIX = {"detection": "ap", "segmentation": "iou"}  # MLflow names: ap.<class>, iou.<class>
 
 
 def load_scenes(path: str | Path) -> dict[str, np.ndarray]:
@@ -77,8 +76,7 @@ def run(
     """Inputs scenes_train, scenes_val, model; outputs metrics, timing, examples. Fine-tuning
     checkpoints after every epoch; a rerun after a crash continues from the last one."""
     task = wildcards["task"]
-    if task not in TASKS:
-        raise ValueError(f"unknown transfer task {task!r}; expected one of {TASKS}")
+    spec = transfer_task(task)
     names = [STAGE, task, wildcards["space"], wildcards["method"]]
     seed = int(params["seed"])
     seed_torch(seed, *names, threads=int(params["threads"]))
@@ -91,11 +89,7 @@ def run(
     train, val = load_scenes(inputs["scenes_train"]), load_scenes(inputs["scenes_val"])
     class_names = scene_class_names(train, val, int(params["space"]["num_classes"]))
     tracker.log_params({"scene_classes": len(class_names)})
-    if task == "detection":
-        from nasstudy.transfer.detection import run_detection as run_task
-    else:
-        from nasstudy.transfer.segmentation import run_segmentation as run_task
-    metrics, timing = run_task(
+    metrics, timing = spec.run(
         net,
         train,
         val,
@@ -113,6 +107,6 @@ def run(
     write_json(outputs["metrics"], metrics)
     write_json(outputs["timing"], timing)
     tracker.log_metrics({k: v for k, v in metrics.items() if k != "per_class"})
-    tracker.log_metrics(mlflow_names(PER_CLASS_PREFIX[task], metrics["per_class"]))
+    tracker.log_metrics(mlflow_names(spec.per_class_prefix, metrics["per_class"]))
     tracker.log_metrics(timing)
     tracker.log_artifact(outputs["examples"])

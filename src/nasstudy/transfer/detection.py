@@ -24,6 +24,7 @@ from tqdm import tqdm
 from nasstudy.checkpoint import NO_CHECKPOINT, Checkpoint, capture, restore
 from nasstudy.tracking import log_epoch
 from nasstudy.training import MixedPrecision, finite_loss
+from nasstudy.transfer import TransferTask
 from nasstudy.transfer.backbone import (
     EXAMPLES,
     FPNBackbone,
@@ -280,3 +281,6 @@ def run_detection(
     if examples is not None:
         draw_examples(examples, model, val, class_names, device)
     return metrics, {"train_seconds": round(t1 - t0, 3), "eval_seconds": round(t2 - t1, 3)}
+
+
+DETECTION = TransferTask(run_detection, per_class_prefix="ap")  # MLflow: ap.<class>, the AP per category

@@ -24,6 +24,7 @@ from tqdm import tqdm
 from nasstudy.checkpoint import NO_CHECKPOINT, Checkpoint, capture, restore
 from nasstudy.tracking import log_epoch
 from nasstudy.training import MixedPrecision, finite_loss
+from nasstudy.transfer import TransferTask
 from nasstudy.transfer.backbone import (
     EXAMPLES,
     FPNBackbone,
@@ -272,3 +273,6 @@ def run_segmentation(
     if examples is not None:
         draw_examples(examples, model, val, class_names, device, mean, std)
     return metrics, {"train_seconds": round(t1 - t0, 3), "eval_seconds": round(t2 - t1, 3)}
+
+
+SEGMENTATION = TransferTask(run_segmentation, per_class_prefix="iou")  # MLflow: iou.<class>, the IoU per class
