@@ -24,6 +24,7 @@ from nasstudy.evolution.table_evolution import (
     full_space,
     nse_table_generation,
     random_subspace_generation,
+    table_generation,
 )
 from nasstudy.spaces.nb201 import OPS, arch_string, initial_state
 from nasstudy.tracking import MemoryTracker
@@ -139,7 +140,7 @@ def test_no_drift_the_subspace_keeps_the_best_arch_queried(table: Path, method: 
         ev, state, rng = evaluator(table), initial_state(SPACE), np.random.default_rng(seed)
         held = -np.inf
         for gen in range(12):
-            state = GENERATIONS[method](state, SPACE, ev, cfg, rng).state
+            state = table_generation(method)(state, SPACE, ev, cfg, rng).state
             best_queried = max(m["acc"] for m in ev.cache.values())
             now = best_queried_in(state, ev)
             assert now >= held, f"seed {seed} gen {gen}: the best queried acc in the subspace fell {held} -> {now}"
@@ -156,7 +157,7 @@ def test_a_run_is_reproducible_from_its_seed(table: Path, method: str) -> None:
         rng = make_rng(0, space_evolution.STAGE, method, run)
         out = []
         for _ in range(6):
-            result = GENERATIONS[method](state, SPACE, ev, cfg, rng)
+            result = table_generation(method)(state, SPACE, ev, cfg, rng)
             state = result.state
             out.append((json.dumps(state, sort_keys=True), result.queries))
         return out

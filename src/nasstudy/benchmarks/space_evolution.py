@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from nasstudy.evaluators import TableEvaluator
-from nasstudy.evolution.table_evolution import GENERATIONS, TableEvoConfig, full_space, subspace_oracle
+from nasstudy.evolution.table_evolution import TableEvoConfig, full_space, subspace_oracle, table_generation
 from nasstudy.spaces.nb201 import Nb201Space, arch_string, initial_state
 from nasstudy.tracking import Tracker
 from nasstudy.utils import atomic_write_bytes, make_rng, write_json
@@ -51,7 +51,7 @@ def run(inputs: dict[str, Path], outputs: dict[str, Path], params: dict, wildcar
     evaluator = TableEvaluator(params["table"], full_space(space_cfg), params["search_metric"])
     report, tol = params["report_metric"], float(params["tolerance"])
     optimum, optima = check_poor_start(evaluator, space_cfg, report)
-    step = GENERATIONS[method]
+    step = table_generation(method)
 
     state = initial_state(space_cfg)
     best, mean = subspace_oracle(space_cfg, state, evaluator, report)

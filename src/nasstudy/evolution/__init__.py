@@ -3,7 +3,7 @@
 
 Each entry names a module's `SpaceEvolution`, imported on first use, so the evolve_space job of one
 method imports only that method's modules. The table variants of the bench_space study are
-`table_evolution.GENERATIONS` (one module, no torch).
+`table_evolution.GENERATIONS` (one module, no torch; `table_generation(name)`).
 """
 
 from __future__ import annotations

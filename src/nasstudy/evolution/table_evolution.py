@@ -51,7 +51,7 @@ may lose a better arch that nobody queried.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -60,7 +60,7 @@ from nasstudy.config import schema
 from nasstudy.evaluators import TableEvaluator
 from nasstudy.evolution.nse_front import FrontRow, best_row, pareto_mask
 from nasstudy.spaces.nb201 import OPS, Nb201Space
-from nasstudy.utils import config_from_params
+from nasstudy.utils import config_from_params, resolve
 
 
 def schema_defaults() -> dict:
@@ -267,14 +267,21 @@ def random_subspace_generation(
     return GenerationResult(next_state, evaluator.queries - before, measured)
 
 
-GENERATIONS = {
-    "nse": nse_table_generation,
-    "autospace_elite": autospace_table_generation,
-    "random": random_subspace_generation,
+GENERATIONS: dict[str, str] = {  # the registry style of methods/spaces/evolution: name -> "module:function"
+    "nse": "nasstudy.evolution.table_evolution:nse_table_generation",
+    "autospace_elite": "nasstudy.evolution.table_evolution:autospace_table_generation",
+    "random": "nasstudy.evolution.table_evolution:random_subspace_generation",
 }
+
+
+def table_generation(name: str) -> Callable:
+    """The generation function of table-evolution method `name` (ValueError naming the allowed ones)."""
+    return resolve(GENERATIONS, name, "table evolution method")
+
 
 __all__ = [
     "GENERATIONS",
+    "table_generation",
     "GenerationResult",
     "TableEvoConfig",
     "autospace_table_generation",
