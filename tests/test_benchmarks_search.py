@@ -5,13 +5,12 @@ from __future__ import annotations
 import csv
 import itertools
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from helpers.e2e import snakemake
 
 from nasstudy import search_loop
 from nasstudy.benchmarks import search, summary
@@ -166,11 +165,9 @@ def test_benchmark_target_runs_every_method_and_seed(tmp_path: Path) -> None:
               "methods": {"random": {"budget": 729}, "rea": {"budget": 200, "params": {"population": 10}},
                           "weaknas": {"budget": 200, "params": {"top_m": 20}}}}  # fmt: skip
     (tmp_path / "bench.yaml").write_text(yaml.safe_dump(params))
-    out = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-s", str(ROOT / "workflow" / "bench" / "nb201.smk"), "--cores", "2",
-         "--configfile", str(tmp_path / "bench.yaml")],
-        cwd=tmp_path, capture_output=True, text=True,
-    )  # fmt: skip
+    out = snakemake(
+        tmp_path, "-s", str(ROOT / "workflow" / "bench" / "nb201.smk"), "--configfile", str(tmp_path / "bench.yaml")
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     rows = list(csv.DictReader(open(tmp_path / "results/tinybench/summary.csv")))
     assert [r["method"] for r in rows] == ["random", "rea", "weaknas"]

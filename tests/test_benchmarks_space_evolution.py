@@ -6,13 +6,12 @@ import csv
 import dataclasses
 import itertools
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from helpers.e2e import snakemake
 
 from nasstudy import config as nasconfig
 from nasstudy.benchmarks import space_evolution, space_summary
@@ -239,11 +238,13 @@ def test_summary_counts_the_seeds_that_reached() -> None:
 def test_space_benchmark_target_runs_every_method_and_seed(tmp_path: Path, table: Path) -> None:
     cfg = {**params(table, generations=2), "study": "tinyspace", "seeds": 2}
     (tmp_path / "bench.yaml").write_text(yaml.safe_dump(cfg))
-    out = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-s", str(ROOT / "workflow" / "bench" / "space_nb201.smk"), "--cores", "2",
-         "--configfile", str(tmp_path / "bench.yaml")],
-        cwd=tmp_path, capture_output=True, text=True,
-    )  # fmt: skip
+    out = snakemake(
+        tmp_path,
+        "-s",
+        str(ROOT / "workflow" / "bench" / "space_nb201.smk"),
+        "--configfile",
+        str(tmp_path / "bench.yaml"),
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     summary = list(csv.DictReader(open(tmp_path / "results/tinyspace/summary.csv")))
     assert sorted(r["method"] for r in summary) == ["autospace_elite", "nse", "random"]  # safe_dump sorts the keys
