@@ -21,7 +21,15 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers.e2e import BIN, ROOT, make_project, metrics_files, mlflow_server, planned_jobs
+from helpers.e2e import (
+    BIN,
+    ROOT,
+    make_project,
+    metrics_files,
+    mlflow_server,
+    planned_jobs,
+    search_only_transferred_methods,
+)
 from helpers.slurm_cluster import SlurmCluster, SlurmStartError, ensure_slurm
 
 PROFILE = ROOT / "workflow" / "profiles" / "slurm" / "config.yaml"
@@ -132,6 +140,7 @@ def test_tiny_study_on_slurm_equals_the_local_run(
 
     project = make_project(tmp_path)
     fit_profile_to_node(project)
+    search_only_transferred_methods(project)  # 29 jobs, not 41: each waits for SLURM's status polls
     planned = planned_jobs(project)  # (rule, wildcards) of every job but `all`
     # Jobs import the project copy's package (sbatch passes the environment on), so code edits in the
     # working tree during the run cannot change the code hashes that jobs re-derive on their nodes.
@@ -157,8 +166,8 @@ def test_tiny_study_on_slurm_equals_the_local_run(
         assert ("gpu" in gres) == (rule in GPU_RULES), (comment, gres)
 
     first, again = metrics_files(study), metrics_files(project)
-    assert len(first) >= 20 and first.keys() == again.keys()
-    assert [k for k in first if first[k] != again[k]] == []
+    assert len(again) >= 16 and again.keys() < first.keys()
+    assert [k for k in again if first[k] != again[k]] == []
 
     # MLflow: every job logged over HTTP from its SLURM job, under one parent; no SQLite file in the project.
     assert not (project / "mlflow.db").exists()
