@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from nasstudy.benchmarks import finish_curve_plot
 from nasstudy.tracking import Tracker
-from nasstudy.utils import atomic_write_bytes, read_json, save_png, write_json
+from nasstudy.utils import atomic_write_bytes, read_json, write_json
 
 
 def _stat(values: list[float], fn) -> float | None:
@@ -76,13 +77,9 @@ def curves_plot(path: Path, curves: dict[str, list[np.ndarray]], optimum: float,
         ax.plot(gens, c.mean(axis=0), label=f"{method} (n={len(cs)})")
         ax.fill_between(gens, np.percentile(c, 25, axis=0), np.percentile(c, 75, axis=0), alpha=0.2)
     ax.axhline(optimum - tol, color="grey", linestyle="--", linewidth=1, label=f"optimum - {tol:g}")
-    ax.set_xlabel("generation")
-    ax.set_ylabel("best test acc in the subspace (mean, 25-75%)")
-    ax.set_title("Space evolution on the table")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    save_png(fig, path)
+    finish_curve_plot(
+        fig, ax, "generation", "best test acc in the subspace (mean, 25-75%)", "Space evolution on the table", path
+    )
 
 
 def markdown(rows: list[dict], params: dict, optimum: float, tol: float) -> str:

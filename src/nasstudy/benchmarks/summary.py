@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from nasstudy.benchmarks import finish_curve_plot
 from nasstudy.tracking import Tracker
-from nasstudy.utils import atomic_write_bytes, read_json, save_png, write_json
+from nasstudy.utils import atomic_write_bytes, read_json, write_json
 
 
 def stats(values: list[float]) -> dict[str, float | None]:
@@ -96,13 +97,9 @@ def curves_plot(path: Path, histories: dict[tuple[str, int], tuple[np.ndarray, n
         ax.plot(grid, med, label=f"{method} (n={len(curves)})")
         ax.fill_between(grid, lo, hi, alpha=0.2)
     ax.set_xscale("log")
-    ax.set_xlabel("queries")
-    ax.set_ylabel("report metric of the picked arch (median, 25-75%)")
-    ax.set_title("Best-so-far on the table")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    save_png(fig, path)
+    finish_curve_plot(
+        fig, ax, "queries", "report metric of the picked arch (median, 25-75%)", "Best-so-far on the table", path
+    )
 
 
 def markdown(rows: list[dict], budgets: list[int], params: dict) -> str:
