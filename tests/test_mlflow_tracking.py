@@ -32,7 +32,7 @@ def test_parent_run_is_created_once_and_reused(cfg: dict, tmp_path: Path) -> Non
     mt.finish_study_run(cfg, success=True)
     run = mt.client_for(cfg).get_run(first)
     assert run.info.status == "FINISHED"
-    assert run.data.params["search.budget"] == "30"
+    assert run.data.params["search.budget"] == str(cfg["search"]["budget"])
 
 
 def test_job_run_nests_under_parent_with_tags_and_metrics(cfg: dict, tmp_path: Path) -> None:
@@ -217,11 +217,12 @@ def test_parent_run_records_each_params_version(cfg: dict) -> None:
     changes and params/<hash>.yaml keeps each version; the immutable MLflow params keep the first."""
     import yaml
 
+    old_budget = str(cfg["search"]["budget"])
     first = mt.ensure_study_run(cfg)
     client = mt.client_for(cfg)
     tags = client.get_run(first).data.tags
     old_hash = tags[mt.PARAMS_HASH_TAG]
-    assert tags["params.search.budget"] == "30" and tags["study"] == "unit"
+    assert tags["params.search.budget"] == old_budget and tags["study"] == "unit"
     assert mt.ensure_study_run(cfg) == first  # unchanged params: nothing new
     assert [a.path for a in client.list_artifacts(first, "params")] == [f"params/{old_hash}.yaml"]
 
@@ -232,7 +233,7 @@ def test_parent_run_records_each_params_version(cfg: dict) -> None:
     new_hash = run.data.tags[mt.PARAMS_HASH_TAG]
     assert new_hash != old_hash and new_hash == mt.params_hash(cfg)
     assert run.data.tags["params.search.budget"] == "60" and run.data.tags["params.retrain.latency_batches"] == "5"
-    assert run.data.params["search.budget"] == "30"  # MLflow params are immutable
+    assert run.data.params["search.budget"] == old_budget  # MLflow params are immutable
     paths = sorted(a.path for a in client.list_artifacts(first, "params"))
     assert paths == sorted([f"params/{old_hash}.yaml", f"params/{new_hash}.yaml"])
     saved = yaml.safe_load(Path(client.download_artifacts(first, f"params/{new_hash}.yaml")).read_text())
