@@ -49,6 +49,7 @@ def test_status_reports_pending_jobs(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-m", "nasstudy.cli", "status"], cwd=tmp_path, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "study:   default" in out.stdout
-    assert "jobs:    130 pending:" in out.stdout and "search 45" in out.stdout and "ranking 15" in out.stdout
+    # 3 spaces x 5 methods x 3 replicates, and 4 ranking archs per space: 127 jobs in all
+    assert "jobs:    127 pending:" in out.stdout and "search 45" in out.stdout and "ranking 12" in out.stdout
     assert "report:  (not yet made)" in out.stdout
     assert "html:    results/default/report.html (out of date" in out.stdout

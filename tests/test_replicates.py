@@ -85,7 +85,7 @@ def test_parse_path_reads_the_replicate() -> None:
 
 def test_params_files_set_replicates_and_the_ranking_sample() -> None:
     cfg = load_params()
-    assert cfg["replicates"] == 3 and cfg["ranking"] == {"sample": 5}
+    assert cfg["replicates"] == 3 and cfg["ranking"] == {"sample": 4}
     wanted = {"paper.yaml": (5, 20), "cifar10.yaml": (3, 8)}
     for name, (reps, sample) in wanted.items():
         raw = yaml.safe_load((PROJECT_ROOT / "params" / name).read_text())
@@ -100,4 +100,4 @@ def test_schema_defaults_apply_without_the_keys(tmp_path: Path) -> None:
     del defaults["replicates"], defaults["ranking"]
     bare.write_text(yaml.safe_dump(defaults))
     cfg = load_params(None, bare)
-    assert cfg["replicates"] == 3 and cfg["ranking"]["sample"] == 5
+    assert cfg["replicates"] == 3 and cfg["ranking"]["sample"] == 4
